@@ -1,0 +1,206 @@
+"""The queue protocol between the tiers, on Redis Streams with a consumer group.
+
+Web tier: `submit` a job (refused when the queue is full), then `wait_result`, which blocks on
+that job's own result list with BLPOP. Model server: `claim` entries with XREADGROUP (each entry
+goes to exactly one consumer of the group and stays in its pending list until acknowledged),
+`reply` with the results and the acknowledgement in one transaction, `reclaim` entries another
+consumer claimed and never acknowledged (it died) with XAUTOCLAIM. Nobody polls: every wait is a
+blocking Redis call with a timeout.
+
+An acknowledged entry is also deleted, so the stream's length is exactly the number of images
+queued or in flight, which is what MAX_QUEUE_LENGTH bounds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import redis
+
+from helpers import Job, Keys, WireFormatError, decode_job, decode_result, encode_job, encode_result
+
+log = logging.getLogger(__name__)
+
+# Atomic "append unless full": a check then an XADD from the client could overshoot the bound
+# under concurrency. Returns the new entry id, or false when the queue is full.
+_SUBMIT_SCRIPT = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+    return false
+end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+"""
+
+
+@dataclass
+class Claimed:
+    """A stream entry this consumer holds: its entry id, the job (None if unreadable), deliveries."""
+
+    entry_id: bytes
+    job: Job | None
+    deliveries: int = 1
+    error: str = ""
+
+
+class QueueFull(Exception):
+    """The queue holds MAX_QUEUE_LENGTH images already."""
+
+
+class JobQueue:
+    """One named image queue on one Redis connection."""
+
+    def __init__(self, connection: redis.Redis, keys: Keys, group: str) -> None:
+        self.redis = connection
+        self.keys = keys
+        self.group = group
+        self._submit = connection.register_script(_SUBMIT_SCRIPT)
+
+    # --- web tier -----------------------------------------------------------------------
+    def submit(self, job: Job, max_length: int) -> bytes:
+        """Queue `job`; QueueFull if `max_length` images are already queued or in flight."""
+        fields = encode_job(job)
+        args: list[Any] = [max_length]
+        for name, value in fields.items():
+            args.extend((name, value))
+        entry_id = self._submit(keys=[self.keys.queue], args=args)
+        if not entry_id:
+            raise QueueFull()
+        return entry_id
+
+    def wait_result(self, job_id: str, timeout: float) -> dict[str, Any] | None:
+        """Block until the result of `job_id` arrives, at most `timeout` seconds; None on timeout."""
+        # BLPOP takes whole milliseconds; a zero timeout would mean "forever".
+        reply = self.redis.blpop([self.keys.result(job_id)], timeout=max(timeout, 0.001))
+        if reply is None:
+            return None
+        return decode_result(reply[1])
+
+    def length(self) -> int:
+        """Images queued or in flight."""
+        return int(self.redis.xlen(self.keys.queue))
+
+    # --- model server -------------------------------------------------------------------
+    def ensure_group(self) -> None:
+        """Create the stream and consumer group if missing, starting from the oldest entry."""
+        try:
+            # Id 0, not $: images queued before the first model server started are served too.
+            self.redis.xgroup_create(self.keys.queue, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def claim(self, consumer: str, count: int, block_ms: int | None) -> list[Claimed]:
+        """Up to `count` new entries for `consumer`, blocking up to `block_ms` for the first one.
+
+        `block_ms=None` returns at once with whatever is there.
+        """
+        reply = self.redis.xreadgroup(
+            self.group, consumer, {self.keys.queue: ">"}, count=count, block=block_ms
+        )
+        if not reply:
+            return []
+        _stream, entries = reply[0]
+        return [_claimed(entry_id, fields, 1) for entry_id, fields in entries]
+
+    def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Claimed]:
+        """Take over up to `count` entries claimed by any consumer and idle for `min_idle_ms`."""
+        reply = self.redis.xautoclaim(
+            self.keys.queue, self.group, consumer, min_idle_time=min_idle_ms, count=count
+        )
+        entries = [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
+        if not entries:
+            return []
+        deliveries = self._delivery_counts(entry_id for entry_id, _ in entries)
+        return [_claimed(entry_id, fields, deliveries.get(entry_id, 1)) for entry_id, fields in entries]
+
+    def _delivery_counts(self, entry_ids: Iterable[bytes]) -> dict[bytes, int]:
+        counts = {}
+        pipe = self.redis.pipeline(transaction=False)
+        ids = list(entry_ids)
+        for entry_id in ids:
+            pipe.xpending_range(self.keys.queue, self.group, min=entry_id, max=entry_id, count=1)
+        for entry_id, pending in zip(ids, pipe.execute()):
+            counts[entry_id] = int(pending[0]["times_delivered"]) if pending else 1
+        return counts
+
+    def reply(self, answers: Sequence[tuple[Claimed, dict[str, Any]]], result_ttl: float) -> None:
+        """Publish each job's result and acknowledge its entry, all in one transaction.
+
+        One MULTI/EXEC means a server that dies here either answered and acknowledged
+        everything or nothing, so a takeover never answers a request that was already answered.
+        """
+        if not answers:
+            return
+        ttl_ms = max(1, int(result_ttl * 1000))
+        pipe = self.redis.pipeline(transaction=True)
+        for claimed, result in answers:
+            if claimed.job is not None:
+                key = self.keys.result(claimed.job.id)
+                pipe.rpush(key, encode_result(result))
+                pipe.pexpire(key, ttl_ms)
+        self._acknowledge(pipe, [claimed.entry_id for claimed, _ in answers])
+        pipe.execute()
+
+    def discard(self, entry_ids: Sequence[bytes]) -> None:
+        """Acknowledge entries without answering (their clients have given up)."""
+        if entry_ids:
+            pipe = self.redis.pipeline(transaction=True)
+            self._acknowledge(pipe, entry_ids)
+            pipe.execute()
+
+    def _acknowledge(self, pipe: Any, entry_ids: Sequence[bytes]) -> None:
+        pipe.xack(self.keys.queue, self.group, *entry_ids)
+        pipe.xdel(self.keys.queue, *entry_ids)
+
+    # --- heartbeats ---------------------------------------------------------------------
+    def heartbeat(self, name: str, info: dict[str, Any], ttl: float) -> None:
+        """Say that model server `name` is alive, with what it serves, for `ttl` seconds."""
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.keys.server(name), json.dumps({**info, "name": name, "seen": now}), px=int(ttl * 1000))
+        pipe.zadd(self.keys.servers, {name: now})
+        pipe.execute()
+
+    def remove_server(self, name: str) -> None:
+        """Forget model server `name` (it is stopping)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.keys.server(name))
+        pipe.zrem(self.keys.servers, name)
+        pipe.execute()
+
+    def live_servers(self, ttl: float) -> list[dict[str, Any]]:
+        """The model servers that sent a heartbeat within `ttl` seconds, with what they published."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(self.keys.servers, "-inf", time.time() - ttl)
+        pipe.zrange(self.keys.servers, 0, -1)
+        _, names = pipe.execute()
+        if not names:
+            return []
+        infos = self.redis.mget([self.keys.server(name.decode()) for name in names])
+        return [json.loads(info) for info in infos if info is not None]
+
+
+def _claimed(entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> Claimed:
+    try:
+        return Claimed(entry_id, decode_job(fields), deliveries)
+    except WireFormatError as exc:
+        return Claimed(entry_id, None, deliveries, error=str(exc))
+
+
+def connect(url: str, connect_timeout: float, read_timeout: float | None) -> redis.Redis:
+    """A Redis client that fails fast when Redis is unreachable and retries a broken connection once.
+
+    `read_timeout` must exceed the longest blocking call made on it (BLPOP, XREADGROUP BLOCK).
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=read_timeout,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=0,
+    )

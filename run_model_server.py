@@ -1,0 +1,280 @@
+"""The model server: loads the model once, classifies queued images in batches, answers each one.
+
+Run it as a daemon: `python run_model_server.py`. Several may share one Redis (one per GPU,
+several machines): the consumer group gives each queued image to exactly one of them, and an
+image claimed by a server that died is taken over by another once it has been idle for
+CLAIM_IDLE_MS.
+
+A batch runs when it is full (BATCH_SIZE) or when BATCH_WAIT_MS has passed since its first
+image arrived, whichever comes first. Every wait is a blocking Redis call with a timeout.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import redis
+
+import settings
+from helpers import Keys, configure_logging, default_server_name, error_result, success_result
+from jobqueue import Claimed, JobQueue, connect
+
+log = logging.getLogger("model_server")
+
+# Reconnect delays while Redis is unreachable: start small so a blip costs little, cap so a long
+# outage is noticed within seconds of its end.
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
+
+
+class ModelServer:
+    """Takes batches of jobs off a `JobQueue`, runs the model once per batch, replies to each."""
+
+    def __init__(self, queue: JobQueue, model: Any, config: Mapping[str, Any], name: str = "") -> None:
+        self.queue = queue
+        self.model = model
+        self.name = name or config.get("MODEL_SERVER_NAME") or default_server_name()
+        self.batch_size = int(config["BATCH_SIZE"])
+        self.batch_wait_ms = int(config["BATCH_WAIT_MS"])
+        self.block_ms = int(config["QUEUE_BLOCK_MS"])
+        self.claim_idle_ms = int(config["CLAIM_IDLE_MS"])
+        self.max_deliveries = int(config["MAX_DELIVERIES"])
+        self.heartbeat_interval = float(config["HEARTBEAT_INTERVAL"])
+        self.heartbeat_ttl = float(config["HEARTBEAT_TTL"])
+        self.result_ttl = float(config["RESULT_TTL"])
+        self.stopping = threading.Event()
+        self.batches = itertools.count(1)
+        self._next_heartbeat = 0.0
+        self._next_reclaim = 0.0
+        self._info = {
+            **model.metadata(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": describe_device(),
+            "batch_size": self.batch_size,
+            "started": time.time(),
+        }
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Run the model once per batch shape it will see, so no client pays for tracing."""
+        height, width = self.model.input_size
+        for size in sorted({1, 2, self.batch_size}):
+            started = time.perf_counter()
+            self.model.predict(np.zeros((size, height, width, 3), dtype=np.uint8))
+            log.info("warm-up: batch of %d in %.0f ms", size, (time.perf_counter() - started) * 1000)
+
+    def run(self) -> None:
+        """Serve until `stopping` is set; ride out Redis outages with backoff."""
+        log.info("%s serving %s on %s, batch size %d, wait %d ms", self.name, self._info["model"],
+                 self._info["device"], self.batch_size, self.batch_wait_ms)
+        delay = _BACKOFF_FIRST
+        while not self.stopping.is_set():
+            try:
+                self.serve_once()
+                delay = _BACKOFF_FIRST
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis restarted without persistence: the stream and group are gone.
+                log.warning("consumer group missing (Redis restarted?); recreating it")
+                self.queue.ensure_group()
+        self._leave()
+
+    def stop(self, *_: Any) -> None:
+        """Finish the batch in hand, then return from `run`."""
+        self.stopping.set()
+
+    def _leave(self) -> None:
+        try:
+            self.queue.remove_server(self.name)
+        except redis.RedisError as exc:
+            log.warning("could not remove heartbeat on exit: %s", exc)
+        log.info("%s stopped", self.name)
+
+    # --- one turn of the loop -----------------------------------------------------------
+    def serve_once(self) -> int:
+        """Heartbeat if due, take over abandoned jobs if due, then form and run one batch."""
+        self._heartbeat_if_due()
+        handled = self._reclaim_if_due()
+        batch = self.next_batch()
+        if batch:
+            self.process(batch)
+        return handled + len(batch)
+
+    def next_batch(self) -> list[Claimed]:
+        """Block for the first job, then gather more until the batch is full or its window ends."""
+        batch = self.queue.claim(self.name, self.batch_size, block_ms=self.block_ms)
+        if not batch or self.batch_wait_ms <= 0:
+            return batch
+        window_ends = time.monotonic() + self.batch_wait_ms / 1000
+        while len(batch) < self.batch_size:
+            remaining_ms = int((window_ends - time.monotonic()) * 1000)
+            # XREADGROUP's BLOCK 0 means forever, so a spent window reads without blocking.
+            more = self.queue.claim(self.name, self.batch_size - len(batch),
+                                    block_ms=remaining_ms if remaining_ms >= 1 else None)
+            if not more:
+                break
+            batch.extend(more)
+        return batch
+
+    def process(self, batch: Sequence[Claimed]) -> None:
+        """Classify the live jobs of `batch` in one model call and reply to every job in it."""
+        batch_id = f"{self.name}#{next(self.batches)}"
+        runnable, answers, dropped = self._triage(batch, batch_id)
+        if runnable:
+            answers.extend(self._classify(runnable, batch_id))
+        self.queue.reply(answers, self.result_ttl)
+        self.queue.discard(dropped)
+        log.debug("batch %s: %d answered, %d dropped", batch_id, len(answers), len(dropped))
+
+    def _triage(self, batch: Sequence[Claimed], batch_id: str) -> tuple[list[Claimed], list, list[bytes]]:
+        """Split a batch into jobs to run, jobs answered without running, and entries to drop."""
+        now = time.time()
+        expected = (*self.model.input_size, 3)
+        runnable: list[Claimed] = []
+        answers: list[tuple[Claimed, dict[str, Any]]] = []
+        dropped: list[bytes] = []
+        for claimed in batch:
+            job = claimed.job
+            if job is None:
+                log.error("batch %s: dropping unreadable entry %s: %s", batch_id, claimed.entry_id, claimed.error)
+                dropped.append(claimed.entry_id)
+            elif job.deadline < now:
+                # Its client was already answered 504; running it would only delay the living.
+                log.info("batch %s: skipping job %s, %.1f s past its deadline", batch_id, job.id, now - job.deadline)
+                dropped.append(claimed.entry_id)
+            elif claimed.deliveries > self.max_deliveries:
+                log.error("batch %s: job %s delivered %d times; giving up on it", batch_id, job.id, claimed.deliveries)
+                answers.append((claimed, error_result(
+                    f"This image was attempted {claimed.deliveries} times and each attempt ended its model "
+                    "server; it is not processed again. Check the image, or report it with its request id.",
+                    422)))
+            elif job.pixels.shape != expected:
+                answers.append((claimed, error_result(
+                    f"The image was prepared as {job.pixels.shape} but the model now expects {expected} "
+                    "(the model changed). Retry the request.", 503)))
+            else:
+                runnable.append(claimed)
+        return runnable, answers, dropped
+
+    def _classify(self, runnable: Sequence[Claimed], batch_id: str) -> list[tuple[Claimed, dict[str, Any]]]:
+        started_wall, started = time.time(), time.perf_counter()
+        try:
+            probabilities = self.model.predict(np.stack([claimed.job.pixels for claimed in runnable]))
+        except Exception as exc:
+            log.exception("batch %s: the model failed on %d images", batch_id, len(runnable))
+            message = (f"The model failed on this image's batch ({type(exc).__name__}: {exc}); "
+                       f"batch id {batch_id}. Retry; if it persists, contact the operator.")
+            return [(claimed, error_result(message, 500)) for claimed in runnable]
+        inference_ms = (time.perf_counter() - started) * 1000
+        log.debug("batch %s: %d images in %.1f ms", batch_id, len(runnable), inference_ms)
+        answers = []
+        for claimed, row in zip(runnable, probabilities):
+            timing = {"queue": max(0.0, (started_wall - claimed.job.enqueued_at) * 1000), "inference": inference_ms,
+                      "batch": float(len(runnable))}
+            answers.append((claimed, success_result(top_predictions(row, self.model.labels, claimed.job.top_k), timing)))
+        return answers
+
+    def _heartbeat_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self.queue.heartbeat(self.name, self._info, self.heartbeat_ttl)
+            self._next_heartbeat = now + self.heartbeat_interval
+
+    def _reclaim_if_due(self) -> int:
+        now = time.monotonic()
+        if now < self._next_reclaim:
+            return 0
+        self._next_reclaim = now + min(self.claim_idle_ms / 2000, 5.0)
+        taken = self.queue.reclaim(self.name, self.claim_idle_ms, self.batch_size)
+        if taken:
+            log.warning("took over %d abandoned jobs", len(taken))
+            self.process(taken)
+        return len(taken)
+
+
+def top_predictions(probabilities: np.ndarray, labels: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """The `k` most probable classes, highest first, in the tutorial's format."""
+    k = min(k, len(probabilities))
+    top = np.argpartition(-probabilities, k - 1)[:k]
+    top = top[np.argsort(-probabilities[top], kind="stable")]
+    return [{"label": labels[i], "probability": float(probabilities[i])} for i in top]
+
+
+def describe_device() -> str:
+    """Where Keras runs the model: a GPU when the backend sees one, else the CPU."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            return f"tensorflow:{gpus[0].name}" if gpus else "tensorflow:CPU"
+        if backend == "jax":
+            import jax
+
+            return f"jax:{jax.devices()[0]}"
+        if backend == "torch":
+            import torch
+
+            return f"torch:cuda:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "torch:CPU"
+    except Exception as exc:  # describing the device must never stop the server
+        log.debug("could not describe the device: %s", exc)
+    return f"{backend}:unknown"
+
+
+def build_server(config: Mapping[str, Any]) -> ModelServer:
+    """Load the configured model and connect to Redis, waiting (with backoff) for Redis to answer."""
+    from models import load_model
+
+    model = load_model(config)
+    connection = connect(config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
+                         read_timeout=config["QUEUE_BLOCK_MS"] / 1000 + 5.0)
+    queue = JobQueue(connection, Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), config["CONSUMER_GROUP"])
+    server = ModelServer(queue, model, config)
+    delay = _BACKOFF_FIRST
+    while True:
+        try:
+            queue.ensure_group()
+            return server
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("Redis at %s unreachable (%s); retrying in %.1f s", config["REDIS_URL"], exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+
+def settings_dict() -> dict[str, Any]:
+    """The settings module as a plain mapping."""
+    return {name: getattr(settings, name) for name in dir(settings) if name.isupper()}
+
+
+def main() -> int:
+    configure_logging(settings.LOG_LEVEL)
+    from models import ModelLoadError
+
+    try:
+        server = build_server(settings_dict())
+    except ModelLoadError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    signal.signal(signal.SIGTERM, server.stop)
+    signal.signal(signal.SIGINT, server.stop)
+    server.warm_up()
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

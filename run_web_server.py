@@ -1,0 +1,282 @@
+"""The web tier: a Flask app that validates uploads, queues them and waits for their answers.
+
+Apache loads it through `keras_rest_api_app.wsgi`. Run as a script, it serves the same app on
+gevent's WSGI server for development: `python run_web_server.py`.
+
+It never imports TensorFlow or Keras: it learns the model's input size from the model
+servers' heartbeats in Redis.
+"""
+if __name__ == "__main__":
+    # Cooperative sockets must be in place before redis-py creates any.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import logging
+import threading
+import time
+from typing import Any, Mapping
+
+import redis
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+import settings
+from helpers import Job, Keys, configure_logging, is_valid_request_id, new_request_id
+from imaging import ImageError, decode_image
+from jobqueue import JobQueue, QueueFull, connect
+
+log = logging.getLogger("web")
+
+# A Redis read may block for the whole request timeout (BLPOP); allow that plus this margin.
+_READ_TIMEOUT_MARGIN = 5.0
+
+
+class ServiceUnavailable(Exception):
+    """Answered with 503 and Retry-After: the client should try again shortly."""
+
+
+class ModelMetadata:
+    """The served model's input size, as the live model servers publish it, cached briefly."""
+
+    def __init__(self, queue: JobQueue, heartbeat_ttl: float, cache_seconds: float) -> None:
+        self._queue = queue
+        self._heartbeat_ttl = heartbeat_ttl
+        self._cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._value: dict[str, Any] | None = None
+        self._expires = 0.0
+
+    def get(self) -> dict[str, Any]:
+        """Metadata of a live model server; ServiceUnavailable when none is running."""
+        now = time.monotonic()
+        with self._lock:
+            if self._value is not None and now < self._expires:
+                return self._value
+        servers = self._queue.live_servers(self._heartbeat_ttl)
+        if not servers:
+            raise ServiceUnavailable("No model server is running. Start run_model_server.py and retry.")
+        value = servers[0]
+        with self._lock:
+            self._value, self._expires = value, now + self._cache_seconds
+        return value
+
+    def forget(self) -> None:
+        with self._lock:
+            self._value = None
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then settings (and so the environment), then `test_config`."""
+    app = Flask(__name__)
+    app.config.from_object(settings)
+    if test_config:
+        app.config.update(test_config)
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_BYTES"]
+    app.json.sort_keys = False
+
+    connection = connect(
+        app.config["REDIS_URL"],
+        connect_timeout=app.config["REDIS_CONNECT_TIMEOUT"],
+        read_timeout=app.config["REQUEST_TIMEOUT"] + _READ_TIMEOUT_MARGIN,
+    )
+    queue = JobQueue(connection, Keys(app.config["KEY_PREFIX"], app.config["QUEUE_NAME"]), app.config["CONSUMER_GROUP"])
+    app.extensions["jobqueue"] = queue
+    app.extensions["model_metadata"] = ModelMetadata(
+        queue, app.config["HEARTBEAT_TTL"], app.config["METADATA_CACHE_SECONDS"]
+    )
+    _register_routes(app)
+    _register_error_handlers(app)
+    return app
+
+
+def _register_routes(app: Flask) -> None:
+    app.before_request(_start_request)
+    app.after_request(_tag_response)
+    app.add_url_rule("/", view_func=index, methods=["GET"])
+    app.add_url_rule("/health", view_func=health, methods=["GET"])
+    app.add_url_rule("/ready", view_func=ready, methods=["GET"])
+    app.add_url_rule("/predict", view_func=predict, methods=["POST"])
+
+
+def _start_request() -> None:
+    supplied = request.headers.get("X-Request-ID", "")
+    g.request_id = supplied if is_valid_request_id(supplied) else new_request_id()
+    g.started = time.perf_counter()
+
+
+def _tag_response(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    return response
+
+
+def index() -> Response:
+    return jsonify(
+        service="Keras REST API: image classification",
+        endpoints={
+            "POST /predict": "multipart field 'image' (or a raw image/* body); optional top_k",
+            "GET /health": "the web process is alive",
+            "GET /ready": "Redis is reachable and a model server is alive",
+        },
+        example="curl -F image=@dog.jpg http://127.0.0.1:8000/predict",
+    )
+
+
+def health() -> Response:
+    return jsonify(success=True, status="alive")
+
+
+def ready() -> tuple[Response, int]:
+    from flask import current_app
+
+    queue: JobQueue = current_app.extensions["jobqueue"]
+    try:
+        servers = queue.live_servers(current_app.config["HEARTBEAT_TTL"])
+        queued = queue.length()
+    except redis.RedisError as exc:
+        return jsonify(success=False, ready=False, error=f"Redis is unreachable: {exc}"), 503
+    body = {
+        "success": bool(servers),
+        "ready": bool(servers),
+        "model": servers[0].get("model") if servers else None,
+        "model_servers": [
+            {key: server.get(key) for key in ("name", "model", "host", "pid", "device", "batch_size", "seen")}
+            for server in servers
+        ],
+        "queue_length": queued,
+    }
+    if not servers:
+        body["error"] = "No model server is running. Start run_model_server.py."
+    return jsonify(body), 200 if servers else 503
+
+
+def predict() -> tuple[Response, int] | Response:
+    from flask import current_app
+
+    config = current_app.config
+    queue: JobQueue = current_app.extensions["jobqueue"]
+    top_k = _top_k(config)
+    data = _upload_bytes()
+    metadata = current_app.extensions["model_metadata"].get()
+    size = (int(metadata["input_height"]), int(metadata["input_width"]))
+
+    decode_started = time.perf_counter()
+    pixels = decode_image(data, size, config["MAX_IMAGE_PIXELS"])
+    decode_ms = (time.perf_counter() - decode_started) * 1000
+
+    job = Job(id=g.request_id + "-" + new_request_id()[:8], pixels=pixels, top_k=top_k,
+              deadline=time.time() + config["REQUEST_TIMEOUT"])
+    try:
+        queue.submit(job, config["MAX_QUEUE_LENGTH"])
+    except QueueFull:
+        raise ServiceUnavailable(
+            f"The queue is full ({config['MAX_QUEUE_LENGTH']} images waiting). Retry shortly."
+        ) from None
+    result = queue.wait_result(job.id, timeout=job.deadline - time.time())
+    if result is None:
+        log.warning("request %s: no answer within %.1f s", g.request_id, config["REQUEST_TIMEOUT"])
+        return _error(
+            504,
+            f"No answer from the model within {config['REQUEST_TIMEOUT']:g} s. "
+            "The service is overloaded or no model server is running; retry later.",
+        )
+    timing = {"decode": decode_ms, **result.get("timing", {})}
+    timing["total"] = (time.perf_counter() - g.started) * 1000
+    if not result.get("success"):
+        status = int(result.get("status", 500))
+        log.error("request %s: model server answered %d: %s", g.request_id, status, result.get("error"))
+        response = _error(status, result.get("error", "The model failed."))
+    else:
+        response = jsonify(success=True, predictions=result["predictions"]), 200
+    response[0].headers["Server-Timing"] = _server_timing(timing)
+    return response
+
+
+def _top_k(config: Mapping[str, Any]) -> int:
+    raw = request.values.get("top_k")
+    if raw is None or raw == "":
+        return int(config["DEFAULT_TOP_K"])
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= config["MAX_TOP_K"]:
+        raise ImageError(f"top_k must be an integer from 1 to {config['MAX_TOP_K']}, received {raw!r}.")
+    return value
+
+
+def _upload_bytes() -> bytes:
+    content_type = request.mimetype or ""
+    if content_type == "multipart/form-data" or content_type == "application/x-www-form-urlencoded":
+        upload = request.files.get("image")
+        if upload is None:
+            raise ImageError(
+                "Missing the multipart field 'image'. "
+                "Send the file as: curl -F image=@dog.jpg http://HOST/predict"
+            )
+        return upload.read()
+    if content_type.startswith("image/") or content_type == "application/octet-stream":
+        return request.get_data(cache=False)
+    raise ImageError(
+        f"Unsupported Content-Type {content_type or '(none)'!r}. Send multipart/form-data with a "
+        "field 'image', or the raw image bytes with Content-Type image/*."
+    )
+
+
+def _server_timing(timing: Mapping[str, float]) -> str:
+    return ", ".join(f"{name};dur={value:.1f}" for name, value in timing.items())
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> tuple[Response, int]:
+    response = jsonify(success=False, error=message)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response, status
+
+
+def _register_error_handlers(app: Flask) -> None:
+    retry_after = str(app.config["RETRY_AFTER_SECONDS"])
+
+    @app.errorhandler(ImageError)
+    def image_error(exc: ImageError) -> tuple[Response, int]:
+        log.info("request %s: rejected upload (%d): %s", g.get("request_id"), exc.status, exc)
+        return _error(exc.status, str(exc))
+
+    @app.errorhandler(ServiceUnavailable)
+    def unavailable(exc: ServiceUnavailable) -> tuple[Response, int]:
+        log.warning("request %s: 503: %s", g.get("request_id"), exc)
+        return _error(503, str(exc), {"Retry-After": retry_after})
+
+    @app.errorhandler(redis.RedisError)
+    def redis_down(exc: redis.RedisError) -> tuple[Response, int]:
+        log.error("request %s: Redis error: %s", g.get("request_id"), exc)
+        app.extensions["model_metadata"].forget()
+        return _error(503, f"The queue (Redis) is unavailable: {exc}. Retry shortly.", {"Retry-After": retry_after})
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if status == 413:
+            message = (
+                f"The upload is larger than {app.config['MAX_UPLOAD_BYTES']} bytes. Send a smaller image."
+            )
+        return _error(status, message)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("request %s: unexpected error", g.get("request_id"))
+        return _error(500, f"Internal error (request id {g.get('request_id')}); the log has the details.")
+
+
+def main() -> None:
+    from gevent.pywsgi import WSGIServer
+
+    configure_logging(settings.LOG_LEVEL)
+    app = create_app()
+    log.info("serving on http://%s:%d (development server; use Apache in production)", settings.HOST, settings.PORT)
+    WSGIServer((settings.HOST, settings.PORT), app, log=None).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

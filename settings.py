@@ -1,0 +1,94 @@
+"""Every constant of the service, each overridable by an environment variable of the same name.
+
+Both tiers import this module; it must stay free of heavy imports (no NumPy, no Keras).
+An environment value is parsed with the type of the default it replaces, so
+``BATCH_SIZE=16`` becomes the integer 16 and a malformed value fails at start-up with
+a message that names the variable.
+"""
+from __future__ import annotations
+
+import os
+from typing import TypeVar
+
+T = TypeVar("T", str, int, float, bool)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env(name: str, default: T) -> T:
+    """Return the environment variable `name` parsed as the type of `default`, else `default`."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if isinstance(default, bool):
+        value = raw.strip().lower()
+        if value in _TRUE:
+            return True  # type: ignore[return-value]
+        if value in _FALSE:
+            return False  # type: ignore[return-value]
+        raise ValueError(f"{name} must be one of {sorted(_TRUE | _FALSE)}, got {raw!r}.")
+    try:
+        return type(default)(raw)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a {type(default).__name__} (default {default!r}), got {raw!r}."
+        ) from None
+
+
+# --- Redis: the queue and the result store between the tiers -------------------------------
+REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Connecting to an unreachable Redis must fail fast so the web tier can answer 503 in ~1 s.
+REDIS_CONNECT_TIMEOUT = env("REDIS_CONNECT_TIMEOUT", 1.0)
+# Prefix of every key this service writes, so several deployments can share one Redis.
+KEY_PREFIX = env("KEY_PREFIX", "kras")
+QUEUE_NAME = env("QUEUE_NAME", "image_queue")
+CONSUMER_GROUP = env("CONSUMER_GROUP", "model_servers")
+# Requests refused with 503 once this many images are queued or in flight.
+MAX_QUEUE_LENGTH = env("MAX_QUEUE_LENGTH", 1000)
+
+# --- Web tier --------------------------------------------------------------------------------
+# Seconds a request waits for its answer before it gets 504.
+REQUEST_TIMEOUT = env("REQUEST_TIMEOUT", 30.0)
+MAX_UPLOAD_BYTES = env("MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
+# Decompression-bomb guard, checked from the image header before any pixel is decoded.
+MAX_IMAGE_PIXELS = env("MAX_IMAGE_PIXELS", 50_000_000)
+DEFAULT_TOP_K = env("DEFAULT_TOP_K", 5)
+MAX_TOP_K = env("MAX_TOP_K", 20)
+# Seconds a web process trusts the model metadata (input size) it read from Redis.
+METADATA_CACHE_SECONDS = env("METADATA_CACHE_SECONDS", 5.0)
+# Seconds a client is told to wait before retrying a 503.
+RETRY_AFTER_SECONDS = env("RETRY_AFTER_SECONDS", 1)
+# Development server (run_web_server.py run as a script).
+HOST = env("HOST", "127.0.0.1")
+PORT = env("PORT", 8000)
+
+# --- Model server ----------------------------------------------------------------------------
+# "resnet50", "efficientnet_lite0", or a path to a saved .keras model.
+MODEL = env("MODEL", "resnet50")
+# Weights file for a built-in model; "random" builds it untrained (timing runs only).
+MODEL_WEIGHTS = env("MODEL_WEIGHTS", "")
+# For a .keras model: a text file with one label per line, in class-index order.
+MODEL_LABELS = env("MODEL_LABELS", "")
+# For a .keras model: how uint8 RGB pixels become its input (raw, unit, tf, torch, caffe).
+MODEL_PREPROCESSING = env("MODEL_PREPROCESSING", "unit")
+BATCH_SIZE = env("BATCH_SIZE", 8)
+# Once the first image of a batch is in hand, how long to wait for more before running it.
+# 0 runs what is queued at once; under load a batch still fills, from the images that
+# arrive while the previous one runs. Redis ends short blocking waits only as often as its
+# `hz` setting allows (10/s by default, 100/s in the configuration this project starts), so a
+# window shorter than 1000/hz ms ends late: raise hz on Redis when you set a small window.
+BATCH_WAIT_MS = env("BATCH_WAIT_MS", 0)
+# How long an idle model server blocks on the queue before it refreshes its heartbeat.
+QUEUE_BLOCK_MS = env("QUEUE_BLOCK_MS", 1000)
+# A claimed item idle this long (its server presumably dead) may be taken over by another.
+CLAIM_IDLE_MS = env("CLAIM_IDLE_MS", 30_000)
+# Deliveries after which an item that keeps killing its model server is answered with an error.
+MAX_DELIVERIES = env("MAX_DELIVERIES", 3)
+HEARTBEAT_INTERVAL = env("HEARTBEAT_INTERVAL", 2.0)
+HEARTBEAT_TTL = env("HEARTBEAT_TTL", 10.0)
+# Seconds a result waits in Redis for its client before it expires.
+RESULT_TTL = env("RESULT_TTL", 60.0)
+# Name of this model server in heartbeats and consumer-group claims; empty means host:pid.
+MODEL_SERVER_NAME = env("MODEL_SERVER_NAME", "")
+LOG_LEVEL = env("LOG_LEVEL", "INFO")
