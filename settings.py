@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from typing import TypeVar
 
-T = TypeVar("T", str, int, float, bool)
+_T = TypeVar("_T", str, int, float, bool)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def env(name: str, default: T) -> T:
+def env(name: str, default: _T) -> _T:
     """Return the environment variable `name` parsed as the type of `default`, else `default`."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -63,11 +63,23 @@ RETRY_AFTER_SECONDS = env("RETRY_AFTER_SECONDS", 1)
 HOST = env("HOST", "127.0.0.1")
 PORT = env("PORT", 8000)
 
+# --- Apache (mod_wsgi daemon mode) -------------------------------------------------------------
+# Each thread of a daemon process holds one request while it waits on Redis, so threads are
+# cheap and set how many requests can be in flight; processes only spread the decoding.
+WSGI_PROCESSES = env("WSGI_PROCESSES", 2)
+WSGI_THREADS = env("WSGI_THREADS", 32)
+# Seconds a request may wait for a free daemon thread before Apache answers 503.
+WSGI_QUEUE_TIMEOUT = env("WSGI_QUEUE_TIMEOUT", 15)
+# Where mod_wsgi-express keeps its generated configuration and logs.
+APACHE_SERVER_ROOT = env("APACHE_SERVER_ROOT", "")
+
 # --- Model server ----------------------------------------------------------------------------
 # "resnet50", "efficientnet_lite0", or a path to a saved .keras model.
 MODEL = env("MODEL", "resnet50")
 # Weights file for a built-in model; "random" builds it untrained (timing runs only).
 MODEL_WEIGHTS = env("MODEL_WEIGHTS", "")
+# Where converted models (e.g. EfficientNet-Lite0 from its torch weights) are kept between starts.
+MODEL_CACHE_DIR = env("MODEL_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "keras-rest-api"))
 # For a .keras model: a text file with one label per line, in class-index order.
 MODEL_LABELS = env("MODEL_LABELS", "")
 # For a .keras model: how uint8 RGB pixels become its input (raw, unit, tf, torch, caffe).
@@ -92,3 +104,18 @@ RESULT_TTL = env("RESULT_TTL", 60.0)
 # Name of this model server in heartbeats and consumer-group claims; empty means host:pid.
 MODEL_SERVER_NAME = env("MODEL_SERVER_NAME", "")
 LOG_LEVEL = env("LOG_LEVEL", "INFO")
+
+
+def as_shell() -> str:
+    """Every setting as a `NAME=value` line quoted for POSIX shells (for the run scripts)."""
+    import shlex
+
+    return "\n".join(
+        f"{name}={shlex.quote(str(value))}"
+        for name, value in globals().items()
+        if name.isupper() and not name.startswith("_") and isinstance(value, (str, int, float))
+    )
+
+
+if __name__ == "__main__":
+    print(as_shell())

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Serves the web tier through Apache + mod_wsgi in daemon mode (mod_wsgi-express), in the
+# foreground, with the same daemon settings as apache/keras-rest-api.conf. Settings come from
+# settings.py and so from the environment (PORT, WSGI_PROCESSES, WSGI_THREADS, ...).
+# Usage: apache/serve.sh [extra mod_wsgi-express options]
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+project="$(dirname "$here")"
+venv="${VENV:-$project/.venv}"
+eval "$("$venv/bin/python" "$project/settings.py")"
+
+server_root="${APACHE_SERVER_ROOT:-$project/.run/apache-$PORT}"
+mkdir -p "$(dirname "$server_root")"
+# Whole seconds for Apache; the app's own timeout (504 JSON) must fire before mod_wsgi's.
+request_timeout=$(( ${REQUEST_TIMEOUT%.*} + 15 ))
+# Room for multipart overhead, so uploads just over the limit get the app's JSON 413.
+body_limit=$(( MAX_UPLOAD_BYTES + 1048576 ))
+
+args=(
+  "$project/keras_rest_api_app.wsgi"
+  --host "$HOST" --port "$PORT"
+  --server-root "$server_root"
+  --locale C.UTF-8
+  --processes "$WSGI_PROCESSES" --threads "$WSGI_THREADS"
+  --request-timeout "$request_timeout"
+  --queue-timeout "$WSGI_QUEUE_TIMEOUT"
+  --limit-request-body "$body_limit"
+  --document-root "$here/htdocs"
+  --log-to-terminal
+  --python-path "$project"
+)
+for code in 413 500 502 503 504; do
+  args+=(--error-document "$code" "/_errors/$code.json")
+done
+if [ "$(id -u)" = 0 ]; then
+  # Apache started as root runs its daemons as an unprivileged user, which must be able
+  # to read the project and the venv.
+  args+=(--user "${APACHE_USER:-www-data}" --group "${APACHE_GROUP:-www-data}")
+fi
+exec "$venv/bin/mod_wsgi-express" start-server "${args[@]}" "$@"

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what is missing, idempotently: Debian packages (Redis, Apache with its headers,
+# Python's venv and headers), the venv from Debian's python3, and the pip requirements.
+# Apache started as root runs its daemons as www-data, which cannot read a Python under
+# root's home; Debian's /usr/bin/python3 it can, so the venv is made from that.
+set -euo pipefail
+project="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VENV:-$project/.venv}"
+log() { echo "[bootstrap] $*" >&2; }
+
+apt_packages=(redis-server redis-tools apache2 apache2-dev python3 python3-venv python3-dev curl)
+missing=()
+for package in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  sudo_cmd=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { log "need root (or sudo) to install: ${missing[*]}"; exit 1; }
+    sudo_cmd=(sudo)
+  fi
+  "${sudo_cmd[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating the virtual environment $venv from /usr/bin/python3"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+fi
+
+stamp="$venv/.requirements.sha256"
+wanted="$(sha256sum "$project/requirements.txt" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  log "installing Python packages (first time: a few minutes)"
+  # A cached mod_wsgi wheel may have been built against another libpython: build it here.
+  "$venv/bin/pip" install -q --no-cache-dir "$(grep -E '^mod_wsgi' "$project/requirements.txt")"
+  "$venv/bin/pip" install -q -r "$project/requirements.txt"
+  echo "$wanted" > "$stamp"
+fi
+
+if [ "$(id -u)" = 0 ] && id www-data >/dev/null 2>&1; then
+  if ! runuser -u www-data -- test -r "$project/keras_rest_api_app.wsgi" -a -x "$venv/bin/python"; then
+    log "www-data (Apache's daemon user) cannot read $project or $venv."
+    log "Move the project somewhere world-readable (e.g. /srv/keras-rest-api) or run as a normal user."
+    exit 1
+  fi
+fi

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the test suite: installs what is missing (see scripts/bootstrap.sh), then pytest.
+# Extra arguments go to pytest, e.g.  ./test.sh -k queue -x
+set -euo pipefail
+project="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$project"
+"$project/scripts/bootstrap.sh"
+exec "${VENV:-$project/.venv}/bin/python" -m pytest "$@"

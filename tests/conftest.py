@@ -1,0 +1,131 @@
+"""Shared fixtures: a real Redis on a free loopback port, settings for tests, a tiny Keras model."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+import run_model_server  # noqa: E402
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    """Wait (bounded) for a process outside the test to reach a state; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class RedisServer:
+    """A real redis-server process on a free loopback port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail("redis-server is not installed; run ./test.sh, which installs it")
+        self.process = subprocess.Popen(
+            [executable, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
+             "--save", "", "--appendonly", "no", "--hz", "100", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        wait_until(lambda: _pings(client), 10, f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def config(redis_server: RedisServer) -> dict[str, Any]:
+    """The settings, pointed at the test Redis under a key prefix of this test's own."""
+    values = run_model_server.settings_dict()
+    values.update(
+        REDIS_URL=redis_server.url,
+        KEY_PREFIX=f"test-{uuid.uuid4().hex[:8]}",
+        REQUEST_TIMEOUT=10.0,
+        TESTING=True,
+    )
+    return values
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A small Keras image classifier (32x32 RGB, 5 classes) saved as .keras with its labels."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    directory = tmp_path_factory.mktemp("tiny_model")
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    # A wide dense layer so different images give clearly different probabilities.
+    outputs = keras.layers.Dense(5, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(stddev=2.0))(x)
+    model = keras.Model(inputs, outputs)
+    path = directory / "tiny.keras"
+    model.save(path)
+    labels = directory / "labels.txt"
+    labels.write_text("\n".join(["cat", "dog", "fish", "bird", "horse"]) + "\n")
+    return {"MODEL": str(path), "MODEL_LABELS": str(labels), "MODEL_PREPROCESSING": "unit"}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_files: dict[str, str]):
+    """The tiny model loaded through the same interface the model server uses."""
+    from models import load_model
+
+    return load_model(tiny_model_files)

@@ -1,0 +1,134 @@
+"""The queue protocol against a real Redis: submit, claim, reply, wait, reclaim, heartbeats."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from helpers import Job, Keys
+from jobqueue import JobQueue, QueueFull, connect
+
+
+@pytest.fixture()
+def queue(redis_client, redis_server) -> JobQueue:
+    q = JobQueue(connect(redis_server.url, 1.0, 10.0), Keys("t", "images"), "servers")
+    q.ensure_group()
+    return q
+
+
+def make_job(n: int = 0, seconds: float = 10.0) -> Job:
+    pixels = np.full((4, 4, 3), n % 256, dtype=np.uint8)
+    return Job(id=f"job-{n}", pixels=pixels, top_k=3, deadline=time.time() + seconds)
+
+
+def test_a_submitted_job_is_claimed_whole(queue):
+    job = make_job(7)
+    queue.submit(job, max_length=10)
+    [claimed] = queue.claim("server-a", count=8, block_ms=100)
+    assert claimed.job.id == job.id
+    np.testing.assert_array_equal(claimed.job.pixels, job.pixels)
+    assert claimed.job.top_k == 3
+    assert claimed.deliveries == 1
+
+
+def test_submit_refuses_once_the_queue_holds_max_length(queue):
+    for n in range(3):
+        queue.submit(make_job(n), max_length=3)
+    with pytest.raises(QueueFull):
+        queue.submit(make_job(3), max_length=3)
+    assert queue.length() == 3
+
+
+def test_claimed_but_unanswered_jobs_still_count_towards_the_bound(queue):
+    queue.submit(make_job(0), max_length=1)
+    queue.claim("server-a", count=1, block_ms=100)
+    with pytest.raises(QueueFull):
+        queue.submit(make_job(1), max_length=1)
+
+
+def test_the_waiting_caller_gets_the_reply_and_the_entry_is_gone(queue):
+    queue.submit(make_job(1), max_length=10)
+    [claimed] = queue.claim("server-a", count=1, block_ms=100)
+    queue.reply([(claimed, {"success": True, "predictions": []})], result_ttl=5)
+    assert queue.wait_result("job-1", timeout=1) == {"success": True, "predictions": []}
+    assert queue.length() == 0
+    assert queue.redis.xpending(queue.keys.queue, queue.group)["pending"] == 0
+
+
+def test_a_result_nobody_collects_expires(queue):
+    queue.submit(make_job(1), max_length=10)
+    [claimed] = queue.claim("server-a", count=1, block_ms=100)
+    queue.reply([(claimed, {"success": True})], result_ttl=0.2)
+    assert 0 < queue.redis.pttl(queue.keys.result("job-1")) <= 200
+    time.sleep(0.3)
+    assert not queue.redis.exists(queue.keys.result("job-1"))
+
+
+def test_wait_result_times_out_with_none(queue):
+    started = time.monotonic()
+    assert queue.wait_result("nobody", timeout=0.3) is None
+    assert 0.25 <= time.monotonic() - started < 1.0
+
+
+def test_two_servers_never_claim_the_same_job(queue):
+    for n in range(20):
+        queue.submit(make_job(n), max_length=100)
+    first = queue.claim("server-a", count=7, block_ms=100)
+    second = queue.claim("server-b", count=100, block_ms=100)
+    ids_a = {c.job.id for c in first}
+    ids_b = {c.job.id for c in second}
+    assert len(ids_a) == 7 and len(ids_b) == 13
+    assert not ids_a & ids_b
+
+
+def test_claim_blocks_until_timeout_when_the_queue_is_empty(queue):
+    started = time.monotonic()
+    assert queue.claim("server-a", count=4, block_ms=200) == []
+    assert 0.15 <= time.monotonic() - started < 1.0
+
+
+def test_jobs_of_a_dead_server_are_reclaimed_after_idle_time(queue):
+    queue.submit(make_job(1), max_length=10)
+    queue.claim("dead-server", count=1, block_ms=100)
+    assert queue.reclaim("survivor", min_idle_ms=10_000, count=8) == []
+    time.sleep(0.15)
+    [taken] = queue.reclaim("survivor", min_idle_ms=100, count=8)
+    assert taken.job.id == "job-1"
+    assert taken.deliveries == 2
+    queue.reply([(taken, {"success": True})], result_ttl=5)
+    assert queue.wait_result("job-1", timeout=1) == {"success": True}
+
+
+def test_discard_acknowledges_without_answering(queue):
+    queue.submit(make_job(1), max_length=10)
+    [claimed] = queue.claim("server-a", count=1, block_ms=100)
+    queue.discard([claimed.entry_id])
+    assert queue.length() == 0
+    assert not queue.redis.exists(queue.keys.result("job-1"))
+
+
+def test_an_unreadable_entry_is_claimed_with_its_error(queue):
+    queue.redis.xadd(queue.keys.queue, {"v": "1", "id": "broken"})
+    [claimed] = queue.claim("server-a", count=1, block_ms=100)
+    assert claimed.job is None
+    assert "malformed" in claimed.error
+
+
+def test_heartbeats_list_live_servers_and_drop_silent_ones(queue):
+    queue.heartbeat("a", {"model": "tiny", "input_height": 32, "input_width": 32}, ttl=5)
+    queue.heartbeat("b", {"model": "tiny"}, ttl=0.2)
+    assert {s["name"] for s in queue.live_servers(ttl=5)} == {"a", "b"}
+    time.sleep(0.3)
+    assert [s["name"] for s in queue.live_servers(ttl=5)] == ["a"]
+    queue.remove_server("a")
+    assert queue.live_servers(ttl=5) == []
+
+
+def test_jobs_queued_before_the_group_exists_are_served(redis_client, redis_server):
+    q = JobQueue(connect(redis_server.url, 1.0, 10.0), Keys("t2", "images"), "servers")
+    q.submit(make_job(5), max_length=10)
+    q.ensure_group()
+    q.ensure_group()  # idempotent
+    [claimed] = q.claim("server-a", count=1, block_ms=100)
+    assert claimed.job.id == "job-5"
