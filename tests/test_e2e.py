@@ -1,0 +1,220 @@
+"""End to end: real Apache (mod_wsgi-express, daemon mode), real Redis, a model-server process.
+
+The model is a small Keras model built by the tests; what the API answers must be that model's
+own output on the same pixels.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+import requests
+from PIL import Image
+
+from conftest import PROJECT, RedisServer, free_port, wait_until
+from helpers import Keys
+from imaging import decode_image
+
+pytestmark = pytest.mark.e2e
+
+PREFIX = "e2e"
+LIMITS = {"MAX_QUEUE_LENGTH": 20, "MAX_UPLOAD_BYTES": 2_000_000, "MAX_IMAGE_PIXELS": 4_000_000, "REQUEST_TIMEOUT": 3}
+
+
+class Stack:
+    """Redis, one model server and Apache, started as processes, stopped at the end."""
+
+    def __init__(self, workdir: Path, model_files: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.redis = RedisServer(workdir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ, **model_files, **{k: str(v) for k, v in LIMITS.items()},
+            "KEY_PREFIX": PREFIX, "PORT": str(self.port), "HOST": "127.0.0.1",
+            "BATCH_SIZE": "4", "BATCH_WAIT_MS": "20", "QUEUE_BLOCK_MS": "200",
+            "WSGI_PROCESSES": "2", "WSGI_THREADS": "8", "WSGI_QUEUE_TIMEOUT": "10",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        # Apache's daemons run as www-data when started by root; its files must be reachable.
+        self.server_root = Path(tempfile.mkdtemp(prefix="kras-apache-"))
+        os.chmod(self.server_root, 0o755)
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        self.redis.start()
+        self.env["REDIS_URL"] = self.redis.url
+        self.model_server = self._spawn("model_server", [str(PROJECT / ".venv/bin/python"), "run_model_server.py"])
+        self.apache = self._spawn("apache", [str(PROJECT / "apache/serve.sh")],
+                                  APACHE_SERVER_ROOT=str(self.server_root / "root"))
+        wait_until(self._ready, 90, f"{self.url}/ready (logs in {self.workdir})")
+
+    def _spawn(self, name: str, command: list[str], **extra: str) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "wb")
+        process = subprocess.Popen(command, cwd=PROJECT, env={**self.env, **extra}, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def _ready(self) -> bool:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited: {(self.workdir / f'{name}.log').read_text()[-3000:]}")
+        try:
+            return requests.get(f"{self.url}/ready", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            try:
+                os.killpg(process.pid, signal.SIGCONT)
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+        self.redis.stop()
+        shutil.rmtree(self.server_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_model_files):
+    if shutil.which("apxs") is None or not (PROJECT / ".venv/bin/mod_wsgi-express").exists():
+        pytest.fail("Apache/mod_wsgi is not installed; run ./test.sh, which installs it")
+    s = Stack(tmp_path_factory.mktemp("e2e"), tiny_model_files)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def png_bytes(seed: int, size=(48, 40)) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def predict(stack: Stack, image: bytes, **kwargs) -> requests.Response:
+    return requests.post(f"{stack.url}/predict", files={"image": ("x.png", image)}, timeout=30, **kwargs)
+
+
+def assert_json_error(response: requests.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert body["success"] is False and body["error"]
+    assert "<html" not in response.text.lower()
+    return body
+
+
+def test_ready_names_the_model_and_its_server(stack):
+    body = requests.get(f"{stack.url}/ready", timeout=5).json()
+    assert body["ready"] is True
+    assert body["model"] == "tiny"
+    assert len(body["model_servers"]) == 1
+
+
+def test_concurrent_requests_each_get_the_models_own_answer(stack, tiny_model):
+    images = [png_bytes(seed, size=(40 + seed, 30 + 2 * seed)) for seed in range(16)]
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda data: predict(stack, data, data={"top_k": "5"}), images))
+
+    pixels = np.stack([decode_image(data, tiny_model.input_size, 10**8) for data in images])
+    expected = tiny_model.predict(pixels)
+    batch_sizes = []
+    for response, row in zip(responses, expected):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["success"] is True
+        got = {p["label"]: p["probability"] for p in body["predictions"]}
+        want = {label: float(p) for label, p in zip(tiny_model.labels, row)}
+        assert got == pytest.approx(want, abs=1e-4)
+        probabilities = [p["probability"] for p in body["predictions"]]
+        assert probabilities == sorted(probabilities, reverse=True)
+        timing = dict(part.split(";dur=") for part in response.headers["Server-Timing"].split(", "))
+        assert {"decode", "queue", "inference", "total"} <= set(timing)
+        batch_sizes.append(float(timing["batch"]))
+    # Sixteen concurrent requests must not each have run alone.
+    assert max(batch_sizes) > 1
+
+
+def test_top_k_and_raw_bodies(stack):
+    response = requests.post(f"{stack.url}/predict?top_k=2", data=png_bytes(1),
+                             headers={"Content-Type": "image/png"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 2
+
+
+@pytest.mark.parametrize(
+    "send, status",
+    [
+        (lambda url: requests.post(url, files={"photo": ("x.png", png_bytes(1))}, timeout=10), 400),
+        (lambda url: requests.post(url, files={"image": ("x.png", b"")}, timeout=10), 400),
+        (lambda url: requests.post(url, files={"image": ("x.txt", b"hello, world")}, timeout=10), 400),
+        (lambda url: requests.post(url, files={"image": ("x.png", png_bytes(2)[:200])}, timeout=10), 400),
+        (lambda url: requests.post(url, files={"image": ("x.png", png_bytes(2))}, data={"top_k": "99"}, timeout=10), 400),
+        (lambda url: requests.post(url, data="text", headers={"Content-Type": "text/plain"}, timeout=10), 400),
+        # Over MAX_UPLOAD_BYTES: the app's 413; far over: Apache's own 413, also JSON.
+        (lambda url: requests.post(url, files={"image": ("x.png", b"\0" * 2_500_000)}, timeout=10), 413),
+        (lambda url: requests.post(url, files={"image": ("x.png", b"\0" * 6_000_000)}, timeout=10), 413),
+        (lambda url: requests.post(url, files={"image": ("x.png", png_bytes(3, size=(3000, 2000)))}, timeout=10), 413),
+        (lambda url: requests.get(url, timeout=10), 405),
+        (lambda url: requests.get(url.replace("/predict", "/nowhere"), timeout=10), 404),
+    ],
+    ids=["missing-field", "empty", "text", "truncated", "bad-top_k", "wrong-content-type",
+         "too-large-app", "too-large-apache", "too-many-pixels", "wrong-method", "unknown-url"],
+)
+def test_bad_requests_get_json_errors(stack, send, status):
+    assert_json_error(send(f"{stack.url}/predict"), status)
+
+
+def test_timeout_then_full_queue_then_recovery(stack):
+    os.killpg(stack.model_server.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert_json_error(predict(stack, png_bytes(4)), 504)
+        assert 2.5 <= time.monotonic() - started < 6
+
+        client = redis.Redis.from_url(stack.redis.url)
+        queue_key = Keys(PREFIX, "image_queue").queue
+        while client.xlen(queue_key) < LIMITS["MAX_QUEUE_LENGTH"]:
+            client.xadd(queue_key, {"v": "1", "id": "filler"})
+        full = predict(stack, png_bytes(5))
+        assert_json_error(full, 503)
+        assert full.headers["Retry-After"] == "1"
+        client.xtrim(queue_key, maxlen=0)
+    finally:
+        os.killpg(stack.model_server.pid, signal.SIGCONT)
+    assert predict(stack, png_bytes(6)).status_code == 200
+    # The timed-out request was skipped by the model server, not answered into the void.
+    wait_until(lambda: "past its deadline" in stack.log("model_server"), 5, "the expired job to be skipped")
+
+
+def test_redis_down_answers_503_quickly(stack):
+    stack.redis.stop()
+    started = time.monotonic()
+    body = assert_json_error(predict(stack, png_bytes(7)), 503)
+    assert time.monotonic() - started < 1.5
+    assert "Redis" in body["error"]
+    assert_json_error(requests.get(f"{stack.url}/ready", timeout=5), 503)
+    assert requests.get(f"{stack.url}/health", timeout=5).status_code == 200
