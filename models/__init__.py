@@ -81,8 +81,15 @@ def _load_resnet50(config: Mapping[str, Any]) -> LoadedModel:
     return load_resnet50(config)
 
 
+def _load_efficientnet_lite0(config: Mapping[str, Any]) -> LoadedModel:
+    from models.efficientnet_lite0 import load_efficientnet_lite0
+
+    return load_efficientnet_lite0(config)
+
+
 BUILTIN_MODELS: dict[str, Callable[[Mapping[str, Any]], LoadedModel]] = {
     "resnet50": _load_resnet50,
+    "efficientnet_lite0": _load_efficientnet_lite0,
 }
 
 
