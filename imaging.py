@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -21,6 +20,9 @@ ACCEPTED_FORMATS = tuple(f for f in ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"
 
 # A truncated file must be rejected, not silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# `open_image` checks the pixel count against the configured MAX_IMAGE_PIXELS itself; Pillow's
+# own fixed limit (about 89 M, as a warning) would otherwise cap any larger setting.
+Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageError(ValueError):
@@ -64,13 +66,7 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageError("The uploaded file is empty. Send an image file (JPEG, PNG, GIF, BMP, WebP, TIFF).")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge(
-            f"The image has too many pixels (more than {max_pixels}). Send a smaller image."
-        ) from None
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
         raise ImageError(
             "The upload is not an image in a supported format. "
@@ -101,7 +97,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: 16/32-bit greys rescaled, transparency composited on white."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if image.mode.startswith("I;16"):
+        # 16-bit data spans 0..65535 whatever its values: a dark image must stay dark.
+        return Image.fromarray(_to_uint8(np.asarray(image), 65535.0), "L").convert("RGB")
+    if image.mode in ("I", "F"):
         return Image.fromarray(_to_uint8(np.asarray(image)), "L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         image.mode == "P" and "transparency" in image.info
@@ -112,10 +111,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _to_uint8(values: np.ndarray) -> np.ndarray:
+def _to_uint8(values: np.ndarray, full_scale: float | None = None) -> np.ndarray:
     values = values.astype(np.float64)
-    top = float(values.max()) if values.size else 0.0
-    # 16-bit data (PNG, TIFF) spans 0..65535; float or 8-bit-range data is taken as 0..255.
-    if top > 255.0:
-        values = values / 257.0
+    if full_scale is None:
+        # 32-bit integer or float data has no fixed range: values above 255 mean 16-bit data.
+        top = float(values.max()) if values.size else 0.0
+        full_scale = 65535.0 if top > 255.0 else 255.0
+    if full_scale != 255.0:
+        values = values * (255.0 / full_scale)
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)

@@ -10,6 +10,7 @@ image arrived, whichever comes first. Every wait is a blocking Redis call with a
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
@@ -51,6 +52,8 @@ class ModelServer:
         self.result_ttl = float(config["RESULT_TTL"])
         self.stopping = threading.Event()
         self.batches = itertools.count(1)
+        # How many batches of each size ran; published with the heartbeat for the benchmark.
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
         self._next_heartbeat = 0.0
         self._next_reclaim = 0.0
         self._info = {
@@ -179,6 +182,7 @@ class ModelServer:
                        f"batch id {batch_id}. Retry; if it persists, contact the operator.")
             return [(claimed, error_result(message, 500)) for claimed in runnable]
         inference_ms = (time.perf_counter() - started) * 1000
+        self.batch_sizes[len(runnable)] += 1
         log.debug("batch %s: %d images in %.1f ms", batch_id, len(runnable), inference_ms)
         answers = []
         for claimed, row in zip(runnable, probabilities):
@@ -190,7 +194,8 @@ class ModelServer:
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()
         if now >= self._next_heartbeat:
-            self.queue.heartbeat(self.name, self._info, self.heartbeat_ttl)
+            self.queue.heartbeat(self.name, {**self._info, "batch_sizes": dict(self.batch_sizes)},
+                                 self.heartbeat_ttl)
             self._next_heartbeat = now + self.heartbeat_interval
 
     def _reclaim_if_due(self) -> int:

@@ -18,8 +18,8 @@ import time
 from typing import Any, Mapping
 
 import redis
-from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import settings
 from helpers import Job, Keys, configure_logging, is_valid_request_id, new_request_id
@@ -127,8 +127,6 @@ def health() -> Response:
 
 
 def ready() -> tuple[Response, int]:
-    from flask import current_app
-
     queue: JobQueue = current_app.extensions["jobqueue"]
     try:
         servers = queue.live_servers(current_app.config["HEARTBEAT_TTL"])
@@ -151,7 +149,6 @@ def ready() -> tuple[Response, int]:
 
 
 def predict() -> tuple[Response, int] | Response:
-    from flask import current_app
 
     config = current_app.config
     queue: JobQueue = current_app.extensions["jobqueue"]
@@ -206,6 +203,7 @@ def _top_k(config: Mapping[str, Any]) -> int:
 
 
 def _upload_bytes() -> bytes:
+
     content_type = request.mimetype or ""
     if content_type == "multipart/form-data" or content_type == "application/x-www-form-urlencoded":
         upload = request.files.get("image")
@@ -216,7 +214,12 @@ def _upload_bytes() -> bytes:
             )
         return upload.read()
     if content_type.startswith("image/") or content_type == "application/octet-stream":
-        return request.get_data(cache=False)
+        data = request.get_data(cache=False)
+        # A body streamed without Content-Length is cut at the limit rather than refused, so
+        # one that reaches the limit may have been longer.
+        if request.content_length is None and len(data) >= current_app.config["MAX_UPLOAD_BYTES"]:
+            raise RequestEntityTooLarge()
+        return data
     raise ImageError(
         f"Unsupported Content-Type {content_type or '(none)'!r}. Send multipart/form-data with a "
         "field 'image', or the raw image bytes with Content-Type image/*."

@@ -25,6 +25,9 @@ args=(
   --request-timeout "$request_timeout"
   --queue-timeout "$WSGI_QUEUE_TIMEOUT"
   --limit-request-body "$body_limit"
+  # Start every Apache child up front: children spawned and reaped as load swings close their
+  # keep-alive connections, and a client reusing one then sees "connection closed without response".
+  --initial-workers 1
   --document-root "$here/htdocs"
   --log-to-terminal
   --python-path "$project"

@@ -9,11 +9,8 @@ import io
 import os
 import shutil
 import signal
-import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +18,7 @@ import redis
 import requests
 from PIL import Image
 
-from conftest import PROJECT, RedisServer, free_port, wait_until
+from bench.stack import PROJECT, Stack, wait_until
 from helpers import Keys
 from imaging import decode_image
 
@@ -31,75 +28,15 @@ PREFIX = "e2e"
 LIMITS = {"MAX_QUEUE_LENGTH": 20, "MAX_UPLOAD_BYTES": 2_000_000, "MAX_IMAGE_PIXELS": 4_000_000, "REQUEST_TIMEOUT": 3}
 
 
-class Stack:
-    """Redis, one model server and Apache, started as processes, stopped at the end."""
-
-    def __init__(self, workdir: Path, model_files: dict[str, str]) -> None:
-        self.workdir = workdir
-        self.redis = RedisServer(workdir)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ, **model_files, **{k: str(v) for k, v in LIMITS.items()},
-            "KEY_PREFIX": PREFIX, "PORT": str(self.port), "HOST": "127.0.0.1",
-            "BATCH_SIZE": "4", "BATCH_WAIT_MS": "20", "QUEUE_BLOCK_MS": "200",
-            "WSGI_PROCESSES": "2", "WSGI_THREADS": "8", "WSGI_QUEUE_TIMEOUT": "10",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
-        # Apache's daemons run as www-data when started by root; its files must be reachable.
-        self.server_root = Path(tempfile.mkdtemp(prefix="kras-apache-"))
-        os.chmod(self.server_root, 0o755)
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def start(self) -> None:
-        self.redis.start()
-        self.env["REDIS_URL"] = self.redis.url
-        self.model_server = self._spawn("model_server", [str(PROJECT / ".venv/bin/python"), "run_model_server.py"])
-        self.apache = self._spawn("apache", [str(PROJECT / "apache/serve.sh")],
-                                  APACHE_SERVER_ROOT=str(self.server_root / "root"))
-        wait_until(self._ready, 90, f"{self.url}/ready (logs in {self.workdir})")
-
-    def _spawn(self, name: str, command: list[str], **extra: str) -> subprocess.Popen:
-        log = open(self.workdir / f"{name}.log", "wb")
-        process = subprocess.Popen(command, cwd=PROJECT, env={**self.env, **extra}, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        self.processes[name] = process
-        return process
-
-    def _ready(self) -> bool:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise AssertionError(f"{name} exited: {(self.workdir / f'{name}.log').read_text()[-3000:]}")
-        try:
-            return requests.get(f"{self.url}/ready", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def log(self, name: str) -> str:
-        return (self.workdir / f"{name}.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            try:
-                os.killpg(process.pid, signal.SIGCONT)
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for process in self.processes.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
-        self.redis.stop()
-        shutil.rmtree(self.server_root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_model_files):
     if shutil.which("apxs") is None or not (PROJECT / ".venv/bin/mod_wsgi-express").exists():
         pytest.fail("Apache/mod_wsgi is not installed; run ./test.sh, which installs it")
-    s = Stack(tmp_path_factory.mktemp("e2e"), tiny_model_files)
+    settings = {
+        **tiny_model_files, **LIMITS, "KEY_PREFIX": PREFIX, "BATCH_SIZE": 4, "BATCH_WAIT_MS": 20,
+        "QUEUE_BLOCK_MS": 200, "WSGI_PROCESSES": 2, "WSGI_THREADS": 8, "WSGI_QUEUE_TIMEOUT": 10,
+    }
+    s = Stack(tmp_path_factory.mktemp("e2e"), settings)
     try:
         s.start()
         yield s

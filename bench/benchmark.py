@@ -1,0 +1,229 @@
+"""The service against the model's own ceiling, measured side by side in one run.
+
+1. The bare model: `LoadedModel.predict` (preprocessing + `predict_on_batch`) at batch 1 and
+   at BATCH_SIZE, in a process of its own, before anything else runs.
+2. The whole system, as `run.sh` runs it (Redis, a model server, Apache with mod_wsgi daemon
+   mode), driven by stress_test.py: closed loops at each concurrency, then the tutorial's
+   open-loop flood (500 requests, 0.05 s apart).
+3. A table of each figure next to its ceiling, the batch sizes the model server formed, the
+   per-request breakdown (decode, queue wait, inference, total), bytes queued per image and
+   resident memory per web daemon process. `--json` writes everything.
+
+Usage:  .venv/bin/python bench/benchmark.py --model resnet50 --weights random
+        .venv/bin/python bench/benchmark.py                    # the default model
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.stack import PROJECT, VENV_PYTHON, Stack  # noqa: E402
+
+TARGETS = {"throughput_ratio": 0.90, "latency_over_ms": 10.0, "flood_p95_ms": 1000.0,
+           "bytes_per_image": 150 * 1024, "web_rss_mb": 150.0}
+
+
+def measure_ceiling(config: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Bare-model figures, in-process (called in a child process by `ceiling`)."""
+    import numpy as np
+
+    from models import load_model
+
+    model = load_model(config)
+    batch_size = int(config["BATCH_SIZE"])
+    height, width = model.input_size
+    figures: dict[str, Any] = {"model": model.name, "input_size": [height, width]}
+    for batch in (1, batch_size):
+        pixels = np.random.default_rng(0).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+        for _ in range(3):
+            model.predict(pixels)
+        times = []
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds or len(times) < 5:
+            t0 = time.perf_counter()
+            model.predict(pixels)
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        figures[f"batch{batch}"] = {
+            "batch": batch,
+            "images_per_s": batch * len(times) / sum(times),
+            "ms_per_batch_p50": 1000 * times[len(times) // 2],
+        }
+    return figures
+
+
+def ceiling(env: dict[str, str], seconds: float) -> dict[str, Any]:
+    """Run `measure_ceiling` in a fresh process with the benchmark's settings."""
+    output = subprocess.run(
+        [str(VENV_PYTHON), __file__, "--ceiling-only", "--seconds", str(seconds)],
+        env={**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2"}, cwd=PROJECT,
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def sample_image(directory: Path) -> Path:
+    """A real photograph as a typical JPEG upload: scikit-image's chelsea (a cat, 451x300)."""
+    from PIL import Image
+    from skimage import data
+
+    path = directory / "chelsea.jpg"
+    Image.fromarray(data.chelsea()).save(path, "JPEG", quality=90)
+    return path
+
+
+def web_daemon_rss_mb() -> list[float]:
+    """Resident memory of each mod_wsgi daemon process (named `(wsgi:...`)."""
+    output = subprocess.run(["ps", "-eo", "rss,args"], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) / 1024 for line in output.splitlines()[1:] if "(wsgi:" in line]
+
+
+def batch_sizes(stack: Stack) -> dict[int, int]:
+    """Batches run so far, by size, as the model servers publish them."""
+    from helpers import Keys
+    from jobqueue import JobQueue, connect
+
+    queue = JobQueue(connect(stack.redis.url, 1, 5), Keys(stack.env["KEY_PREFIX"], "image_queue"), "model_servers")
+    total: dict[int, int] = {}
+    for server in queue.live_servers(ttl=10):
+        for size, count in server.get("batch_sizes", {}).items():
+            total[int(size)] = total.get(int(size), 0) + count
+    return total
+
+
+def since(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
+    return {size: after[size] - before.get(size, 0) for size in sorted(after) if after[size] > before.get(size, 0)}
+
+
+def run_phase(stack: Stack, name: str, run) -> dict[str, Any]:
+    before = batch_sizes(stack)
+    summary = run()
+    time.sleep(1.0)  # one heartbeat interval, so the batch counts include this phase
+    summary["batch_sizes"] = since(before, batch_sizes(stack))
+    summary["phase"] = name
+    lat = summary.get("latency_ms") or {}
+    print(f"  {name:<14} ok {summary['ok']:>5}  failed {summary['failed']:>3}  "
+          f"{summary['throughput_rps']:>6.1f} img/s  p50 {lat.get('p50', 0):>7.1f}  p95 {lat.get('p95', 0):>7.1f}  "
+          f"p99 {lat.get('p99', 0):>7.1f} ms  batches {summary['batch_sizes']}", flush=True)
+    return summary
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    import stress_test
+    from helpers import Job, encode_job
+
+    env = {"MODEL": args.model, "BATCH_SIZE": str(args.batch_size), "BATCH_WAIT_MS": str(args.batch_wait_ms),
+           "KEY_PREFIX": "bench", "HEARTBEAT_INTERVAL": "0.5", "LOG_LEVEL": "WARNING",
+           "WSGI_PROCESSES": str(args.processes), "WSGI_THREADS": str(args.threads),
+           "MAX_QUEUE_LENGTH": "2000", "REQUEST_TIMEOUT": "60"}
+    if args.weights:
+        env["MODEL_WEIGHTS"] = args.weights
+    print(f"model {args.model}, batch size {args.batch_size}, window {args.batch_wait_ms} ms, "
+          f"Apache {args.processes} processes x {args.threads} threads, {os.cpu_count()} CPU cores", flush=True)
+    bare = ceiling(env, args.seconds)
+    one = bare["batch1"]
+    full = bare[f"batch{args.batch_size}"]
+    print(f"  bare model     batch 1: {one['ms_per_batch_p50']:.1f} ms ({one['images_per_s']:.1f} img/s); "
+          f"batch {args.batch_size}: {full['images_per_s']:.1f} img/s", flush=True)
+
+    import numpy as np
+
+    height, width = bare["input_size"]
+    job = Job(id="x" * 41, pixels=np.zeros((height, width, 3), np.uint8), top_k=5, deadline=time.time())
+    queued_bytes = sum(len(k) + len(v) for k, v in encode_job(job).items())
+
+    workdir = Path(tempfile.mkdtemp(prefix="kras-bench-"))
+    image = sample_image(workdir)
+    stack = Stack(workdir, env)
+    results: dict[str, Any] = {"settings": env, "bare": bare, "queued_bytes_per_image": queued_bytes, "phases": []}
+    try:
+        stack.start(timeout=300)
+        url = f"{stack.url}/predict"
+        stress_test.run_closed_loop(url, image, concurrency=2, duration=3)  # warm connections and caches
+        for concurrency in args.concurrency:
+            results["phases"].append(run_phase(stack, f"closed c={concurrency}", lambda c=concurrency:
+                                               stress_test.run_closed_loop(url, image, concurrency=c, duration=args.duration)))
+        results["web_rss_mb"] = web_daemon_rss_mb()
+        if args.flood:
+            results["phases"].append(run_phase(stack, "flood 500x0.05", lambda:
+                                               stress_test.run_flood(url, image, requests_total=500, interval=0.05)))
+    finally:
+        stack.stop()
+    results["table"] = table(results, args.batch_size)
+    return results
+
+
+def table(results: dict[str, Any], batch_size: int) -> list[tuple[str, str, str, str]]:
+    bare = results["bare"]
+    single_ms = bare["batch1"]["ms_per_batch_p50"]
+    ceiling_ips = bare[f"batch{batch_size}"]["images_per_s"]
+    phases = {p["phase"]: p for p in results["phases"]}
+    closed = [p for name, p in phases.items() if name.startswith("closed")]
+    best = max(closed, key=lambda p: p["throughput_rps"])
+    lone = phases.get("closed c=1")
+    rows = [("saturation throughput", f"{best['throughput_rps']:.1f} img/s ({best['phase']})",
+             f"{ceiling_ips:.1f} img/s (bare, batch {batch_size})", f"{best['throughput_rps'] / ceiling_ips:.0%} (target >= 90%)")]
+    if lone:
+        p50 = lone["latency_ms"]["p50"]
+        rows.append(("c=1 p50 latency", f"{p50:.1f} ms", f"{single_ms:.1f} ms (bare, batch 1)",
+                     f"+{p50 - single_ms:.1f} ms (target <= +10 ms)"))
+    flood = phases.get("flood 500x0.05")
+    if flood:
+        rows.append(("flood 500x0.05", f"{flood['failed']} failed, p95 {flood['latency_ms']['p95']:.0f} ms", "",
+                     "target 0 failed, p95 < 1000 ms"))
+    rows.append(("bytes queued / image", f"{results['queued_bytes_per_image']:,}", "", "target <= 153,600"))
+    rss = results.get("web_rss_mb") or [0]
+    rows.append(("web daemon RSS", ", ".join(f"{v:.0f} MB" for v in rss), "", "target <= 150 MB each"))
+    return rows
+
+
+def print_report(results: dict[str, Any]) -> None:
+    print("\n{:<24}{:<36}{:<32}{}".format("figure", "service", "ceiling", "ratio"))
+    for row in results["table"]:
+        print("{:<24}{:<36}{:<32}{}".format(*row))
+    print("\nper-request breakdown (Server-Timing, ms: mean / p50 / p95)")
+    for phase in results["phases"]:
+        parts = [f"{name} {d['mean']:.1f}/{d['p50']:.1f}/{d['p95']:.1f}"
+                 for name, d in phase["server_timing_ms"].items() if name != "batch"]
+        print(f"  {phase['phase']:<16}" + "  ".join(parts))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Benchmark the service against the bare model.")
+    parser.add_argument("--model", default=os.environ.get("MODEL", "efficientnet_lite0"))
+    parser.add_argument("--weights", default=os.environ.get("MODEL_WEIGHTS", ""),
+                        help="MODEL_WEIGHTS for the model server ('random' is fine for timing)")
+    parser.add_argument("--batch-size", type=int, default=int(os.environ.get("BATCH_SIZE", 8)))
+    parser.add_argument("--batch-wait-ms", type=int, default=int(os.environ.get("BATCH_WAIT_MS", 0)))
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per closed-loop run")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per bare-model figure")
+    parser.add_argument("--no-flood", dest="flood", action="store_false")
+    parser.add_argument("--json", help="write all figures to this file")
+    parser.add_argument("--ceiling-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.ceiling_only:
+        import run_model_server
+
+        print(json.dumps(measure_ceiling(run_model_server.settings_dict(), args.seconds)))
+        return 0
+    results = run_benchmark(args)
+    print_report(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

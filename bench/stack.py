@@ -1,0 +1,143 @@
+"""Start the whole system as real processes: Redis, model servers, Apache (mod_wsgi-express).
+
+Used by the end-to-end tests and the benchmark, so both exercise exactly what `run.sh` runs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import redis
+import requests
+
+PROJECT = Path(__file__).resolve().parent.parent
+VENV_PYTHON = PROJECT / ".venv" / "bin" / "python"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait (bounded) for a process outside this one to reach a state; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class RedisServer:
+    """A real redis-server process on a free loopback port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise RuntimeError("redis-server is not installed; run ./test.sh, which installs it")
+        # hz 100, as run.sh does: Redis ends blocking waits (the batch window) to within 10 ms.
+        self.process = subprocess.Popen(
+            [executable, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
+             "--save", "", "--appendonly", "no", "--hz", "100", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        wait_until(lambda: _pings(client), 10, f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+class Stack:
+    """Redis, model servers and Apache as processes, with logs in `workdir`; `stop` ends them all."""
+
+    def __init__(self, workdir: Path, settings: Mapping[str, object]) -> None:
+        self.workdir = workdir
+        self.redis = RedisServer(workdir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **{k: str(v) for k, v in settings.items()},
+                    "PORT": str(self.port), "HOST": "127.0.0.1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        # Apache's daemons run as www-data when started by root; its files must be reachable.
+        self.server_root = Path(tempfile.mkdtemp(prefix="kras-apache-"))
+        os.chmod(self.server_root, 0o755)
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, model_servers: int = 1, timeout: float = 120) -> None:
+        self.redis.start()
+        self.env["REDIS_URL"] = self.redis.url
+        for n in range(model_servers):
+            self.start_model_server(f"model_server{'' if n == 0 else n}")
+        self.spawn("apache", [str(PROJECT / "apache" / "serve.sh")], APACHE_SERVER_ROOT=str(self.server_root / "root"))
+        wait_until(self._ready, timeout, f"{self.url}/ready (logs in {self.workdir})")
+
+    @property
+    def model_server(self) -> subprocess.Popen:
+        return self.processes["model_server"]
+
+    def start_model_server(self, name: str, **extra: str) -> subprocess.Popen:
+        return self.spawn(name, [str(VENV_PYTHON), "run_model_server.py"], MODEL_SERVER_NAME=name, **extra)
+
+    def spawn(self, name: str, command: list[str], **extra: str) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")
+        process = subprocess.Popen(command, cwd=PROJECT, env={**self.env, **extra}, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def _ready(self) -> bool:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited: {self.log(name)[-3000:]}")
+        try:
+            return requests.get(f"{self.url}/ready", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def signal(self, name: str, signum: int) -> None:
+        os.killpg(self.processes[name].pid, signum)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            try:
+                os.killpg(process.pid, signal.SIGCONT)
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+        self.redis.stop()
+        shutil.rmtree(self.server_root, ignore_errors=True)
