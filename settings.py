@@ -94,8 +94,10 @@ BATCH_SIZE = env("BATCH_SIZE", 8)
 BATCH_WAIT_MS = env("BATCH_WAIT_MS", 0)
 # How long an idle model server blocks on the queue before it refreshes its heartbeat.
 QUEUE_BLOCK_MS = env("QUEUE_BLOCK_MS", 1000)
-# A claimed item idle this long (its server presumably dead) may be taken over by another.
-CLAIM_IDLE_MS = env("CLAIM_IDLE_MS", 30_000)
+# A claimed item idle this long (its server presumably dead) is taken over by another server.
+# Well under REQUEST_TIMEOUT, so a takeover still answers in time; well over the slowest
+# batch, so a live server's batch is not taken from it (the server warns at start if not).
+CLAIM_IDLE_MS = env("CLAIM_IDLE_MS", 5_000)
 # Deliveries after which an item that keeps killing its model server is answered with an error.
 MAX_DELIVERIES = env("MAX_DELIVERIES", 3)
 HEARTBEAT_INTERVAL = env("HEARTBEAT_INTERVAL", 2.0)
