@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from models.preprocessing import PREPROCESSORS, get_preprocessor
+from models.preprocessing import PREPROCESSORS
 
 log = logging.getLogger(__name__)
 

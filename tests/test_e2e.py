@@ -20,6 +20,7 @@ from PIL import Image
 
 from bench.stack import PROJECT, Stack, wait_until
 from helpers import Keys
+from hostile_inputs import AWKWARD_IMAGES, HOSTILE_UPLOADS
 from imaging import decode_image
 
 pytestmark = pytest.mark.e2e
@@ -147,6 +148,33 @@ def test_timeout_then_full_queue_then_recovery(stack):
     wait_until(lambda: "past its deadline" in stack.log("model_server"), 5, "the expired job to be skipped")
 
 
+@pytest.mark.parametrize("name", AWKWARD_IMAGES)
+def test_awkward_images_are_classified(stack, name):
+    response = predict(stack, AWKWARD_IMAGES[name]())
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 5
+
+
+@pytest.mark.parametrize("name", HOSTILE_UPLOADS)
+def test_hostile_uploads_get_a_4xx_json_error(stack, name):
+    make, status = HOSTILE_UPLOADS[name]
+    assert_json_error(predict(stack, make()), status)
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream", "image/svg+xml", "text/html"])
+def test_raw_bodies_of_any_content_type_get_200_or_a_4xx(stack, content_type):
+    response = requests.post(f"{stack.url}/predict", data=HOSTILE_UPLOADS["html"][0](),
+                             headers={"Content-Type": content_type}, timeout=10)
+    assert_json_error(response, 400)
+
+
+def test_no_hostile_input_left_a_traceback_in_the_logs(stack):
+    # Runs after the hostile-input tests above: rejections are logged as one line each.
+    assert "Traceback" not in stack.log("apache")
+    assert "Traceback" not in stack.log("model_server")
+
+
+# Last: it stops Redis for good.
 def test_redis_down_answers_503_quickly(stack):
     stack.redis.stop()
     started = time.monotonic()

@@ -5,29 +5,17 @@ All images are generated here with Pillow; nothing is mocked.
 from __future__ import annotations
 
 import io
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from hostile_inputs import NOT_IMAGES, encode, noise, png_header_claiming
 from imaging import ImageError, ImageTooLarge, decode_image, open_image, to_rgb
 
 BIG = 50_000_000  # the default MAX_IMAGE_PIXELS
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
-
-
-def encode(image: Image.Image, fmt: str, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **params)
-    return buffer.getvalue()
-
-
-def noise(width: int, height: int, seed: int = 0) -> Image.Image:
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    return Image.fromarray(pixels, "RGB")
 
 
 def left_right(width: int, height: int, left=RED, right=BLUE) -> Image.Image:
@@ -242,17 +230,6 @@ def test_empty_upload_is_a_400_that_says_it_is_empty():
     assert "empty" in str(caught.value).lower()
 
 
-NOT_IMAGES = {
-    "plain text": b"hello, this is just some text\n" * 10,
-    "html": b"<!DOCTYPE html><html><head><title>x</title></head><body><img src='dog.jpg'></body></html>",
-    "svg": b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
-    b'<rect width="10" height="10" fill="red"/></svg>',
-    "pdf": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< >>\n%%EOF\n",
-    "random bytes": np.random.default_rng(1234).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
-    "json": b'{"image": "dog.jpg"}',
-}
-
-
 @pytest.mark.parametrize("data", NOT_IMAGES.values(), ids=NOT_IMAGES.keys())
 def test_non_images_are_a_400_that_says_not_an_image(data):
     with pytest.raises(ImageError) as caught:
@@ -271,17 +248,6 @@ def test_a_truncated_image_is_a_400_not_grey_padding(fmt):
 
 
 # --- decompression bombs --------------------------------------------------------------------------
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A valid PNG signature and IHDR (8-bit RGB) claiming width x height, with a tiny IDAT."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
-
 
 @pytest.mark.parametrize("side", [30_000, 10_000, 8_000])
 def test_a_png_bomb_is_a_413_from_its_header_without_allocating_pixels(side):

@@ -1,0 +1,206 @@
+"""Fault injection with real processes: Apache, Redis and model servers, flooded while they fail.
+
+Each test reports requests sent, answered ok, answered with an error, lost (no HTTP answer at
+all: must be 0) and answered twice (a second result written for a request: must be 0). Run
+alone with `./test.sh -m faults`.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+
+import stress_test
+from bench.stack import Stack, wait_until
+from helpers import Keys
+
+pytestmark = pytest.mark.faults
+
+PREFIX = "faults"
+LOST = ("ConnectionError", "Timeout", stress_test.NO_ANSWER)
+
+
+@pytest.fixture(scope="module")
+def slow_model_files(tmp_path_factory) -> dict[str, str]:
+    """A model heavy enough (tens of ms a batch) that a flood keeps batches in flight."""
+    import keras
+
+    directory = tmp_path_factory.mktemp("slow_model")
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((128, 128, 3))
+    x = inputs
+    for filters in (32, 64, 64):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(4, activation="softmax")(x)
+    path = directory / "slow.keras"
+    keras.Model(inputs, outputs).save(path)
+    labels = directory / "labels.txt"
+    labels.write_text("north\nsouth\neast\nwest\n")
+    return {"MODEL": str(path), "MODEL_LABELS": str(labels)}
+
+
+@pytest.fixture()
+def image_file(tmp_path) -> Path:
+    path = tmp_path / "photo.jpg"
+    pixels = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, "JPEG")
+    return path
+
+
+def start_stack(workdir: Path, model_files: dict[str, str], servers: int, **overrides: Any) -> Stack:
+    settings = {
+        **model_files, "KEY_PREFIX": PREFIX, "BATCH_SIZE": 8, "BATCH_WAIT_MS": 0, "QUEUE_BLOCK_MS": 200,
+        "CLAIM_IDLE_MS": 1000, "HEARTBEAT_INTERVAL": 0.5, "HEARTBEAT_TTL": 3, "REQUEST_TIMEOUT": 15,
+        "RESULT_TTL": 5, "WSGI_PROCESSES": 2, "WSGI_THREADS": 16, "MAX_QUEUE_LENGTH": 2000, **overrides,
+    }
+    stack = Stack(workdir, settings)
+    try:
+        stack.start(model_servers=servers)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def report(name: str, summary: dict[str, Any], twice: int) -> dict[str, int]:
+    """The figures each fault test asserts on, printed for the record (pytest -s shows them)."""
+    lost = sum(summary["failures"].get(kind, 0) for kind in LOST)
+    figures = {"sent": summary["sent"], "ok": summary["ok"], "error": summary["failed"] - lost,
+               "lost": lost, "twice": twice}
+    print(f"\n[{name}] " + "  ".join(f"{k} {v}" for k, v in figures.items()) + f"  failures {summary['failures']}")
+    return figures
+
+
+def results_left(stack: Stack) -> int:
+    """Result keys nobody collected: after a flood whose clients all got answers, each is a
+    second answer to a request that was already answered."""
+    client = redis.Redis.from_url(stack.redis.url)
+    return sum(1 for _ in client.scan_iter(match=f"{PREFIX}:result:*", count=1000))
+
+
+def served_by(stack: Stack) -> Counter:
+    """Batches each live model server ran, from their heartbeats."""
+    from jobqueue import JobQueue, connect
+
+    queue = JobQueue(connect(stack.redis.url, 1, 5), Keys(PREFIX, "image_queue"), "model_servers")
+    return Counter({s["name"]: sum(s.get("batch_sizes", {}).values()) for s in queue.live_servers(ttl=10)})
+
+
+def flood_while(stack: Stack, image: Path, fault, requests_total: int = 150, interval: float = 0.02) -> dict:
+    """Flood the service, running `fault` in a thread once the flood is under way."""
+    injector = threading.Thread(target=fault)
+    timer = threading.Timer(requests_total * interval / 3, injector.start)
+    timer.start()
+    try:
+        return stress_test.run_flood(f"{stack.url}/predict", image, requests_total=requests_total,
+                                     interval=interval, timeout=30)
+    finally:
+        timer.join()
+        if injector.is_alive() or injector.ident:
+            injector.join(30)
+
+
+def test_sigkill_mid_flood_loses_nothing(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=2)
+    try:
+        summary = flood_while(stack, image_file, lambda: stack.signal("model_server", signal.SIGKILL))
+        twice = results_left(stack)
+        figures = report("sigkill", summary, twice)
+        assert stack.model_server.wait(5) == -signal.SIGKILL
+        assert figures["lost"] == 0 and figures["twice"] == 0
+        assert figures["ok"] == figures["sent"], summary["failure_examples"]
+        # The killed server had a batch in hand: the survivor answered it.
+        assert "abandoned jobs" in stack.log("model_server1")
+    finally:
+        stack.stop()
+
+
+def test_three_servers_share_a_flood(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=3)
+    try:
+        summary = stress_test.run_flood(f"{stack.url}/predict", image_file, requests_total=150, interval=0.01)
+        time.sleep(1)  # one heartbeat, so the batch counts are current
+        figures = report("three servers", summary, results_left(stack))
+        assert figures["ok"] == figures["sent"] and figures["twice"] == 0
+        shares = served_by(stack)
+        assert len(shares) == 3 and all(count > 0 for count in shares.values()), shares
+    finally:
+        stack.stop()
+
+
+def test_sigterm_finishes_the_batch_in_hand(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=2)
+    try:
+        summary = flood_while(stack, image_file, lambda: stack.signal("model_server", signal.SIGTERM))
+        figures = report("sigterm", summary, results_left(stack))
+        assert stack.model_server.wait(10) == 0
+        assert figures["ok"] == figures["sent"] and figures["twice"] == 0
+        assert "stopped" in stack.log("model_server")
+    finally:
+        stack.stop()
+
+
+def test_redis_restart_mid_flood(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=1)
+
+    def restart_redis() -> None:
+        stack.redis.stop()
+        time.sleep(1.0)
+        stack.redis.start()
+
+    try:
+        summary = flood_while(stack, image_file, restart_redis, requests_total=200, interval=0.02)
+        figures = report("redis restart", summary, results_left(stack))
+        # Requests caught by the outage are answered 503/504 JSON; none hangs or goes unanswered.
+        assert figures["lost"] == 0
+        assert set(summary["failures"]) <= {"503", "504"}, summary["failure_examples"]
+        assert figures["ok"] > 0
+        # Both tiers recover without a restart.
+        after = stress_test.run_flood(f"{stack.url}/predict", image_file, requests_total=20, interval=0.05)
+        assert after["ok"] == 20, after["failure_examples"]
+        assert "Redis unreachable" in stack.log("model_server")
+    finally:
+        stack.stop()
+
+
+def test_timeouts_leave_nothing_behind(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=1, REQUEST_TIMEOUT=2, RESULT_TTL=2)
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        baseline = client.info("memory")["used_memory"]
+        stack.signal("model_server", signal.SIGSTOP)
+        try:
+            summary = stress_test.run_flood(f"{stack.url}/predict", image_file, requests_total=60, interval=0.01)
+        finally:
+            stack.signal("model_server", signal.SIGCONT)
+        figures = report("sigstop storm", summary, 0)
+        assert summary["failures"] == {"504": 60} and figures["lost"] == 0
+        queue_key = Keys(PREFIX, "image_queue").queue
+        # The model server skips every expired request instead of answering into the void.
+        wait_until(lambda: client.xlen(queue_key) == 0, 10, "the expired requests to be dropped")
+        time.sleep(2.5)  # RESULT_TTL
+        assert list(client.scan_iter(match=f"{PREFIX}:result:*")) == []
+        assert client.info("memory")["used_memory"] < baseline + 512 * 1024
+    finally:
+        stack.stop()
+
+
+def test_apache_graceful_restart_under_load_drops_nothing(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=1)
+    try:
+        # SIGUSR1 to Apache's parent is `apachectl graceful` (what `service apache2 reload` sends).
+        summary = flood_while(stack, image_file, lambda: stack.processes["apache"].send_signal(signal.SIGUSR1))
+        figures = report("apache graceful restart", summary, results_left(stack))
+        assert figures["ok"] == figures["sent"], summary["failure_examples"]
+        assert "resuming normal operations" in stack.log("apache").split("SIGUSR1")[-1]
+    finally:
+        stack.stop()
