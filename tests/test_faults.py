@@ -87,6 +87,12 @@ def results_left(stack: Stack) -> int:
     return sum(1 for _ in client.scan_iter(match=f"{PREFIX}:result:*", count=1000))
 
 
+def holds_claims(client: redis.Redis, consumer: str) -> bool:
+    """Whether `consumer` has claimed images it has not answered yet."""
+    pending = client.xpending(Keys(PREFIX, "image_queue").queue, "model_servers")
+    return any(c["name"] == consumer.encode() and c["pending"] > 0 for c in pending["consumers"] or [])
+
+
 def served_by(stack: Stack) -> Counter:
     """Batches each live model server ran, from their heartbeats."""
     from jobqueue import JobQueue, connect
@@ -112,7 +118,13 @@ def flood_while(stack: Stack, image: Path, fault, requests_total: int = 150, int
 def test_sigkill_mid_flood_loses_nothing(tmp_path, slow_model_files, image_file):
     stack = start_stack(tmp_path, slow_model_files, servers=2)
     try:
-        summary = flood_while(stack, image_file, lambda: stack.signal("model_server", signal.SIGKILL))
+        client = redis.Redis.from_url(stack.redis.url)
+
+        def kill_while_it_holds_a_batch() -> None:
+            wait_until(lambda: holds_claims(client, "model_server"), 10, "model_server to claim a batch")
+            stack.signal("model_server", signal.SIGKILL)
+
+        summary = flood_while(stack, image_file, kill_while_it_holds_a_batch)
         twice = results_left(stack)
         figures = report("sigkill", summary, twice)
         assert stack.model_server.wait(5) == -signal.SIGKILL
