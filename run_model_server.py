@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from queue import SimpleQueue
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -81,25 +82,74 @@ class ModelServer:
                         "over batches still running here; raise CLAIM_IDLE_MS", elapsed_ms, self.claim_idle_ms)
 
     def run(self) -> None:
-        """Serve until `stopping` is set; ride out Redis outages with backoff."""
+        """Serve until `stop`: a feeder thread forms the next batch while the model runs this one.
+
+        Overlapping Redis I/O with inference keeps the model busy. The feeder claims a batch only
+        when the previous one has started, so a server holds at most the batch running and the
+        batch waiting. Everything claimed is processed before `run` returns: a stop abandons nothing.
+        """
         log.info("%s serving %s on %s, batch size %d, wait %d ms", self.name, self._info["model"],
                  self._info["device"], self.batch_size, self.batch_wait_ms)
-        delay = _BACKOFF_FIRST
-        while not self.stopping.is_set():
+        handover: SimpleQueue[list[Claimed] | None] = SimpleQueue()
+        free_slot = threading.Semaphore(1)
+        failure: list[BaseException] = []
+        feeder = threading.Thread(target=self._feed, args=(handover, free_slot, failure), name="feeder", daemon=True)
+        feeder.start()
+        while (batch := handover.get()) is not None:
+            free_slot.release()
             try:
-                self.serve_once()
-                delay = _BACKOFF_FIRST
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
-                self.stopping.wait(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # Redis restarted without persistence: the stream and group are gone.
-                log.warning("consumer group missing (Redis restarted?); recreating it")
-                self.queue.ensure_group()
+                self.process(self._top_up(batch))
+            except redis.RedisError as exc:
+                # Its jobs stay claimed in Redis; a server takes them over after CLAIM_IDLE_MS.
+                log.warning("could not reply to a batch of %d (%s); it will be taken over", len(batch), exc)
+        feeder.join()
         self._leave()
+        if failure:
+            raise failure[0]
+
+    def _feed(self, handover: SimpleQueue, free_slot: threading.Semaphore, failure: list[BaseException]) -> None:
+        """Claim batches for the model loop until stopped, then hand over None."""
+        delay = _BACKOFF_FIRST
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self._heartbeat_if_due()
+                    self._claim_next(handover, free_slot)
+                    delay = _BACKOFF_FIRST
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
+                    self.stopping.wait(delay)
+                    delay = min(delay * 2, _BACKOFF_MAX)
+                except redis.ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    # Redis restarted without persistence: the stream and group are gone.
+                    log.warning("consumer group missing (Redis restarted?); recreating it")
+                    self.queue.ensure_group()
+        except BaseException as exc:  # surfaces in run(), after what was claimed is processed
+            log.exception("the feeder failed")
+            failure.append(exc)
+        finally:
+            handover.put(None)
+
+    def _top_up(self, batch: list[Claimed]) -> list[Claimed]:
+        """Fill a batch that waited for the model with the jobs that arrived meanwhile."""
+        if len(batch) < self.batch_size:
+            batch.extend(self.queue.claim(self.name, self.batch_size - len(batch), block_ms=None))
+        return batch
+
+    def _claim_next(self, handover: SimpleQueue, free_slot: threading.Semaphore) -> None:
+        # Bounded, so the feeder's heartbeats go on while a slow batch runs.
+        if not free_slot.acquire(timeout=self.block_ms / 1000):
+            return
+        batch: list[Claimed] = []
+        try:
+            batch = self._reclaim_if_due() or self.next_batch()
+        finally:
+            if batch:
+                handover.put(batch)
+            else:
+                free_slot.release()
 
     def stop(self, *_: Any) -> None:
         """Finish the batch in hand, then return from `run`."""
@@ -114,13 +164,14 @@ class ModelServer:
 
     # --- one turn of the loop -----------------------------------------------------------
     def serve_once(self) -> int:
-        """Heartbeat if due, take over abandoned jobs if due, then form and run one batch."""
+        """One turn, without overlap: heartbeat and takeover if due, then one batch. For tests."""
         self._heartbeat_if_due()
-        handled = self._reclaim_if_due()
-        batch = self.next_batch()
-        if batch:
-            self.process(batch)
-        return handled + len(batch)
+        handled = 0
+        for batch in (self._reclaim_if_due(), self.next_batch()):
+            if batch:
+                self.process(batch)
+                handled += len(batch)
+        return handled
 
     def next_batch(self) -> list[Claimed]:
         """Block for the first job, then gather more until the batch is full or its window ends."""
@@ -204,16 +255,15 @@ class ModelServer:
                                  self.heartbeat_ttl)
             self._next_heartbeat = now + self.heartbeat_interval
 
-    def _reclaim_if_due(self) -> int:
+    def _reclaim_if_due(self) -> list[Claimed]:
         now = time.monotonic()
         if now < self._next_reclaim:
-            return 0
+            return []
         self._next_reclaim = now + min(self.claim_idle_ms / 2000, 5.0)
         taken = self.queue.reclaim(self.name, self.claim_idle_ms, self.batch_size)
         if taken:
             log.warning("took over %d abandoned jobs", len(taken))
-            self.process(taken)
-        return len(taken)
+        return taken
 
 
 def top_predictions(probabilities: np.ndarray, labels: Sequence[str], k: int) -> list[dict[str, Any]]:

@@ -194,3 +194,29 @@ def test_top_predictions_are_sorted_and_cut_to_k():
     labels = ["a", "b", "c", "d", "e"]
     assert [p["label"] for p in top_predictions(probabilities, labels, 3)] == ["b", "d", "a"]
     assert len(top_predictions(probabilities, labels, 20)) == 5
+
+
+def test_run_overlaps_claiming_with_inference_and_answers_each_job_once(queue, tiny_model, server_config):
+    server = ModelServer(queue, tiny_model, server_config, name="ms-1")
+    runner = threading.Thread(target=server.run)
+    runner.start()
+    try:
+        for n in range(24):
+            queue.submit(random_job(n), max_length=100)
+        for n in range(24):
+            assert queue.wait_result(f"job-{n}", timeout=5)["success"] is True
+    finally:
+        server.stop()
+        runner.join(5)
+    assert sum(size * count for size, count in server.batch_sizes.items()) == 24
+    assert max(server.batch_sizes) <= 4
+    assert not list(queue.redis.scan_iter(match=queue.keys.result("*")))  # no second answers
+
+
+def test_a_batch_that_waited_for_the_model_is_topped_up_with_later_arrivals(queue, tiny_model, server_config):
+    server = ModelServer(queue, tiny_model, server_config, name="ms-1")
+    queue.submit(random_job(0), max_length=100)
+    waiting = server.next_batch()
+    for n in range(1, 6):
+        queue.submit(random_job(n), max_length=100)
+    assert [c.job.id for c in server._top_up(waiting)] == ["job-0", "job-1", "job-2", "job-3"]
