@@ -9,8 +9,12 @@
    per-request breakdown (decode, queue wait, inference, total), bytes queued per image and
    resident memory per web daemon process. `--json` writes everything.
 
-Usage:  .venv/bin/python bench/benchmark.py --model resnet50 --weights random
+Usage:  .venv/bin/python bench/benchmark.py --model resnet50 --weights random \\
+            --json bench/results/resnet50.json --plot bench/results/resnet50.png
         .venv/bin/python bench/benchmark.py                    # the default model
+
+On a GPU machine it runs unchanged: the model server uses whatever KERAS_BACKEND (tensorflow,
+jax, torch) finds the GPU with.
 """
 from __future__ import annotations
 
@@ -190,6 +194,31 @@ def table(results: dict[str, Any], batch_size: int) -> list[tuple[str, str, str,
     return rows
 
 
+def plot(results: dict[str, Any], path: str) -> None:
+    """Throughput and latency percentiles against concurrency, with the bare-model ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    closed = [p for p in results["phases"] if p["phase"].startswith("closed")]
+    clients = [p["config"]["concurrency"] for p in closed]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(clients, [p["throughput_rps"] for p in closed], "o-", label="service (through Apache)")
+    batch = results["settings"]["BATCH_SIZE"]
+    left.axhline(results["bare"][f"batch{batch}"]["images_per_s"], color="grey", ls="--",
+                 label=f"bare model, batch {batch}")
+    left.set(xscale="log", xlabel="concurrent clients", ylabel="images/s", title="throughput", ylim=(0, None))
+    left.legend()
+    for q in ("p50", "p95", "p99"):
+        right.plot(clients, [p["latency_ms"][q] for p in closed], "o-", label=q)
+    right.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="ms", title="latency")
+    right.legend()
+    figure.suptitle(f"{results['bare']['model']} on {os.cpu_count()} CPU cores")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
 def print_report(results: dict[str, Any]) -> None:
     print("\n{:<24}{:<36}{:<32}{}".format("figure", "service", "ceiling", "ratio"))
     for row in results["table"]:
@@ -217,6 +246,7 @@ def main() -> int:
     parser.add_argument("--client-nice", type=int, default=10,
                         help="niceness of the load generator (0: compete with the service as an equal)")
     parser.add_argument("--json", help="write all figures to this file")
+    parser.add_argument("--plot", help="write a PNG plot of throughput and latency to this file")
     parser.add_argument("--ceiling-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ceiling_only:
@@ -228,6 +258,8 @@ def main() -> int:
     print_report(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.plot:
+        plot(results, args.plot)
     return 0
 
 
