@@ -20,11 +20,17 @@ import numpy as np
 
 WIRE_VERSION = b"1"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def new_request_id() -> str:
     """A fresh id for one request, safe to use in Redis keys and log lines."""
     return uuid.uuid4().hex
+
+
+def is_valid_job_id(value: str) -> bool:
+    """Whether `value` has the form of the ids `new_request_id` makes (for GET /result/<id>)."""
+    return _JOB_ID.fullmatch(value) is not None
 
 
 def is_valid_request_id(value: str) -> bool:
@@ -51,6 +57,10 @@ class Keys:
     def result(self, job_id: str) -> str:
         return f"{self.prefix}:result:{job_id}"
 
+    def pending(self, job_id: str) -> str:
+        """Marks a job whose result may be fetched later (GET /result) as known and unfinished."""
+        return f"{self.prefix}:job:{job_id}"
+
     @property
     def servers(self) -> str:
         return f"{self.prefix}:servers:{self.queue_name}"
@@ -68,6 +78,9 @@ class Job:
     top_k: int
     deadline: float  # epoch seconds after which nobody waits for the answer
     enqueued_at: float = field(default_factory=time.time)
+    # Fetched later through GET /result: an expired job is answered, not silently dropped.
+    fetch_later: bool = False
+    request_id: str = ""
 
 
 class WireFormatError(ValueError):
@@ -87,6 +100,8 @@ def encode_job(job: Job) -> dict[str, bytes]:
         "top_k": str(job.top_k).encode(),
         "deadline": repr(job.deadline).encode(),
         "enqueued_at": repr(job.enqueued_at).encode(),
+        "later": b"1" if job.fetch_later else b"0",
+        "rid": job.request_id.encode(),
         "pixels": pixels.tobytes(),
     }
 
@@ -104,6 +119,8 @@ def decode_job(fields: Mapping[bytes, bytes]) -> Job:
             top_k=int(fields[b"top_k"]),
             deadline=float(fields[b"deadline"]),
             enqueued_at=float(fields[b"enqueued_at"]),
+            fetch_later=fields.get(b"later") == b"1",
+            request_id=fields.get(b"rid", b"").decode(),
         )
     except WireFormatError:
         raise

@@ -26,11 +26,15 @@ log = logging.getLogger(__name__)
 
 # Atomic "append unless full": a check then an XADD from the client could overshoot the bound
 # under concurrency. Returns the new entry id, or false when the queue is full.
+# With a marker TTL, the job's "pending" marker is set in the same step.
 _SUBMIT_SCRIPT = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
     return false
 end
-return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+if tonumber(ARGV[2]) > 0 then
+    redis.call('SET', KEYS[2], 'pending', 'PX', ARGV[2])
+end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
 """
 
 
@@ -58,13 +62,17 @@ class JobQueue:
         self._submit = connection.register_script(_SUBMIT_SCRIPT)
 
     # --- web tier -----------------------------------------------------------------------
-    def submit(self, job: Job, max_length: int) -> bytes:
-        """Queue `job`; QueueFull if `max_length` images are already queued or in flight."""
+    def submit(self, job: Job, max_length: int, pending_ttl: float = 0) -> bytes:
+        """Queue `job`; QueueFull if `max_length` images are already queued or in flight.
+
+        With `pending_ttl` (seconds), the job is also marked pending for that long, so that
+        `peek_result` can tell "not finished yet" from "unknown or expired".
+        """
         fields = encode_job(job)
-        args: list[Any] = [max_length]
+        args: list[Any] = [max_length, int(pending_ttl * 1000)]
         for name, value in fields.items():
             args.extend((name, value))
-        entry_id = self._submit(keys=[self.keys.queue], args=args)
+        entry_id = self._submit(keys=[self.keys.queue, self.keys.pending(job.id)], args=args)
         if not entry_id:
             raise QueueFull()
         return entry_id
@@ -76,6 +84,14 @@ class JobQueue:
         if reply is None:
             return None
         return decode_result(reply[1])
+
+    def peek_result(self, job_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """(result, pending) of a job, without taking the result: it stays for RESULT_TTL."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lindex(self.keys.result(job_id), 0)
+        pipe.exists(self.keys.pending(job_id))
+        result, pending = pipe.execute()
+        return (decode_result(result) if result is not None else None), bool(pending)
 
     def length(self) -> int:
         """Images queued or in flight."""

@@ -214,7 +214,11 @@ class ModelServer:
             elif job.deadline < now:
                 # Its client was already answered 504; running it would only delay the living.
                 log.info("batch %s: skipping job %s, %.1f s past its deadline", batch_id, job.id, now - job.deadline)
-                dropped.append(claimed.entry_id)
+                if job.fetch_later:  # someone may still ask GET /result: tell them
+                    answers.append((claimed, error_result(
+                        "The job expired in the queue before a model server could take it. Submit it again.", 504)))
+                else:
+                    dropped.append(claimed.entry_id)
             elif claimed.deliveries > self.max_deliveries:
                 log.error("batch %s: job %s delivered %d times; giving up on it", batch_id, job.id, claimed.deliveries)
                 answers.append((claimed, error_result(

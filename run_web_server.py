@@ -22,7 +22,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import settings
-from helpers import Job, Keys, configure_logging, is_valid_request_id, new_request_id
+from helpers import Job, Keys, configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
 from imaging import ImageError, decode_image
 from jobqueue import JobQueue, QueueFull, connect
 
@@ -97,6 +97,7 @@ def _register_routes(app: Flask) -> None:
     app.add_url_rule("/health", view_func=health, methods=["GET"])
     app.add_url_rule("/ready", view_func=ready, methods=["GET"])
     app.add_url_rule("/predict", view_func=predict, methods=["POST"])
+    app.add_url_rule("/result/<job_id>", view_func=result, methods=["GET"])
 
 
 def _start_request() -> None:
@@ -114,7 +115,9 @@ def index() -> Response:
     return jsonify(
         service="Keras REST API: image classification",
         endpoints={
-            "POST /predict": "multipart field 'image' (or a raw image/* body); optional top_k",
+            "POST /predict": "multipart field 'image' (or a raw image/* body); optional top_k; "
+                             "?async=1 or 'Prefer: respond-async' answers 202 with a job URL",
+            "GET /result/<id>": "an asynchronous job's answer: 200, 202 while pending, 404 if unknown",
             "GET /health": "the web process is alive",
             "GET /ready": "Redis is reachable and a model server is alive",
         },
@@ -161,32 +164,75 @@ def predict() -> tuple[Response, int] | Response:
     pixels = decode_image(data, size, config["MAX_IMAGE_PIXELS"])
     decode_ms = (time.perf_counter() - decode_started) * 1000
 
-    job = Job(id=g.request_id + "-" + new_request_id()[:8], pixels=pixels, top_k=top_k,
-              deadline=time.time() + config["REQUEST_TIMEOUT"])
+    fetch_later = _wants_async()
+    timeout = config["ASYNC_TIMEOUT"] if fetch_later else config["REQUEST_TIMEOUT"]
+    job = Job(id=new_request_id(), pixels=pixels, top_k=top_k, deadline=time.time() + timeout,
+              fetch_later=fetch_later, request_id=g.request_id)
+    sync_wait = config["SYNC_WAIT_MS"] / 1000
+    # Jobs that may be fetched later are marked pending, so GET /result can tell "not yet" from "unknown".
+    pending_ttl = timeout + config["RESULT_TTL"] if fetch_later or sync_wait > 0 else 0
     try:
-        queue.submit(job, config["MAX_QUEUE_LENGTH"])
+        queue.submit(job, config["MAX_QUEUE_LENGTH"], pending_ttl=pending_ttl)
     except QueueFull:
         raise ServiceUnavailable(
             f"The queue is full ({config['MAX_QUEUE_LENGTH']} images waiting). Retry shortly."
         ) from None
-    result = queue.wait_result(job.id, timeout=job.deadline - time.time())
-    if result is None:
-        log.warning("request %s: no answer within %.1f s", g.request_id, config["REQUEST_TIMEOUT"])
+    if fetch_later:
+        return _accepted(job.id)
+    remaining = job.deadline - time.time()
+    answer = queue.wait_result(job.id, timeout=min(remaining, sync_wait) if sync_wait > 0 else remaining)
+    if answer is None:
+        if sync_wait > 0 and sync_wait < remaining:
+            return _accepted(job.id)
+        log.warning("request %s (job %s): no answer within %.1f s", g.request_id, job.id, config["REQUEST_TIMEOUT"])
         return _error(
             504,
             f"No answer from the model within {config['REQUEST_TIMEOUT']:g} s. "
             "The service is overloaded or no model server is running; retry later.",
         )
-    timing = {"decode": decode_ms, **result.get("timing", {})}
+    response = _answer(answer)
+    timing = {"decode": decode_ms, **answer.get("timing", {})}
     timing["total"] = (time.perf_counter() - g.started) * 1000
-    if not result.get("success"):
-        status = int(result.get("status", 500))
-        log.error("request %s: model server answered %d: %s", g.request_id, status, result.get("error"))
-        response = _error(status, result.get("error", "The model failed."))
-    else:
-        response = jsonify(success=True, predictions=result["predictions"]), 200
     response[0].headers["Server-Timing"] = _server_timing(timing)
     return response
+
+
+def result(job_id: str) -> tuple[Response, int]:
+    queue: JobQueue = current_app.extensions["jobqueue"]
+    answer, pending = queue.peek_result(job_id) if is_valid_job_id(job_id) else (None, False)
+    if answer is not None:
+        return _answer(answer)
+    if pending:
+        response = jsonify(success=True, id=job_id, status="pending", status_url=f"/result/{job_id}")
+        response.headers["Retry-After"] = str(current_app.config["RETRY_AFTER_SECONDS"])
+        return response, 202
+    return _error(404, f"No job {job_id!r}: it never existed or its result expired "
+                       f"({current_app.config['RESULT_TTL']:g} s after it was ready).")
+
+
+def _wants_async() -> bool:
+    if request.args.get("async", "").lower() in ("1", "true", "yes"):
+        return True
+    prefer = request.headers.get("Prefer", "")
+    return any(part.strip().lower() == "respond-async" for part in prefer.split(","))
+
+
+def _accepted(job_id: str) -> tuple[Response, int]:
+    status_url = f"/result/{job_id}"
+    response = jsonify(success=True, id=job_id, status_url=status_url)
+    response.headers["Location"] = status_url
+    if "respond-async" in request.headers.get("Prefer", ""):
+        response.headers["Preference-Applied"] = "respond-async"
+    return response, 202
+
+
+def _answer(answer: Mapping[str, Any]) -> tuple[Response, int]:
+    """The HTTP answer for a model server's result."""
+    if not answer.get("success"):
+        status = int(answer.get("status", 500))
+        log.error("request %s: model server answered %d: %s", g.request_id, status, answer.get("error"))
+        return _error(status, answer.get("error", "The model failed."))
+    return jsonify(success=True, predictions=answer["predictions"]), 200
 
 
 def _top_k(config: Mapping[str, Any]) -> int:

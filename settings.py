@@ -50,6 +50,11 @@ MAX_QUEUE_LENGTH = env("MAX_QUEUE_LENGTH", 1000)
 # --- Web tier --------------------------------------------------------------------------------
 # Seconds a request waits for its answer before it gets 504.
 REQUEST_TIMEOUT = env("REQUEST_TIMEOUT", 30.0)
+# Seconds an asynchronous job (POST /predict?async=1) may wait in the queue before it expires.
+ASYNC_TIMEOUT = env("ASYNC_TIMEOUT", 300.0)
+# When above 0, a synchronous request unanswered after this many ms turns into a 202 with its
+# job URL (as if it had asked for async) instead of waiting on towards a 504.
+SYNC_WAIT_MS = env("SYNC_WAIT_MS", 0)
 MAX_UPLOAD_BYTES = env("MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 # Decompression-bomb guard, checked from the image header before any pixel is decoded.
 MAX_IMAGE_PIXELS = env("MAX_IMAGE_PIXELS", 50_000_000)

@@ -1,0 +1,80 @@
+"""Locust load test for the image-classification REST service (the same request as stress_test.py).
+
+Each simulated user posts one image as multipart field ``image`` to ``/predict`` back to back,
+and now and then asks ``/ready``. A 200 whose JSON body is not ``{"success": true, "predictions":
+[...]}`` counts as a failure, as in stress_test.py.
+
+    LOCUST_IMAGE=dog.jpg .venv/bin/locust -f locustfile.py --host http://127.0.0.1:8000      # web UI on :8089
+    .venv/bin/locust -f locustfile.py --headless -u 8 -r 4 -t 30s --host http://127.0.0.1:8000 --only-summary
+
+Settings from the environment: ``LOCUST_IMAGE`` (default ``dog.jpg``) is the file to post;
+``LOCUST_TOP_K`` (optional) is sent as the ``top_k`` form field.
+"""
+from __future__ import annotations
+
+import mimetypes
+import os
+import sys
+
+from locust import HttpUser, constant, task
+
+IMAGE_PATH = os.environ.get("LOCUST_IMAGE", "dog.jpg")
+TOP_K = os.environ.get("LOCUST_TOP_K", "")
+
+
+def _load_image(path: str) -> tuple[str, bytes, str]:
+    """The multipart tuple for the image, or exit with a message that says what to set."""
+    if not os.path.isfile(path):
+        sys.stderr.write(
+            f"locustfile.py: image file not found: {path!r} (cwd {os.getcwd()}).\n"
+            f"Set LOCUST_IMAGE to an image to post, e.g. LOCUST_IMAGE=/path/to/dog.jpg\n"
+        )
+        raise SystemExit(2)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    name = os.path.basename(path)
+    return name, data, mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+IMAGE = _load_image(IMAGE_PATH)
+
+
+def _error_of(response) -> str:
+    """The service's JSON error message (every error answer is JSON), else the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or "")[:200]
+    if isinstance(body, dict) and body.get("error"):
+        return str(body["error"])
+    return (response.text or "")[:200]
+
+
+class PredictUser(HttpUser):
+    # Back to back, like stress_test.py's closed loop: each user has one request in flight.
+    wait_time = constant(0)
+
+    @task(20)
+    def predict(self) -> None:
+        data = {"top_k": TOP_K} if TOP_K else None
+        with self.client.post("/predict", files={"image": IMAGE}, data=data, name="/predict",
+                              catch_response=True) as response:
+            if response.status_code != 200:
+                # 503 (queue full / no model server), 504 (timeout), 4xx, 500: name the cause.
+                response.failure(f"{response.status_code}: {_error_of(response)}")
+                return
+            try:
+                body = response.json()
+            except ValueError:
+                response.failure("200 without a JSON body")
+                return
+            if not (isinstance(body, dict) and body.get("success") is True
+                    and isinstance(body.get("predictions"), list) and body["predictions"]):
+                response.failure(f"200 without success=true and predictions: {response.text[:200]}")
+            else:
+                response.success()
+
+    @task(1)
+    def ready(self) -> None:
+        # 200 while Redis answers and a model server is alive; 503 (a failure here) otherwise.
+        self.client.get("/ready", name="/ready")
