@@ -19,6 +19,8 @@ from typing import Any, Mapping
 import numpy as np
 
 WIRE_VERSION = b"1"
+# Bucket bounds (seconds) of the inference-time histogram model servers publish with heartbeats.
+INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 

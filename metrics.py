@@ -1,0 +1,108 @@
+"""Prometheus metrics for GET /metrics, correct across processes and machines.
+
+Two sources, two mechanisms:
+- The web tier's own request counters and latency histogram use prometheus-client's
+  multiprocess mode when METRICS_DIR is set (apache/serve.sh sets it): each mod_wsgi daemon
+  process writes its samples to files there and a scrape, answered by any one process, sums
+  them all. Without it (the development server: one process) the default registry is used.
+- Queue depth and the model servers' figures (batch sizes, inference time, jobs taken over,
+  servers alive) are read from Redis at scrape time: model servers run on other machines, so
+  they publish cumulative figures with their heartbeat and the scrape aggregates the live ones.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Iterator, Mapping
+
+import settings
+
+if settings.METRICS_DIR:
+    # Must be in the environment before prometheus_client is imported: it picks its value store then.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", settings.METRICS_DIR)
+
+from prometheus_client import (  # noqa: E402
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily  # noqa: E402
+
+from helpers import INFERENCE_BUCKETS  # noqa: E402
+
+__all__ = ["CONTENT_TYPE_LATEST", "observe_request", "render"]
+
+REQUESTS = Counter("kras_http_requests_total", "HTTP requests answered, by endpoint, method and status.",
+                   ["endpoint", "method", "status"])
+LATENCY = Histogram("kras_http_request_duration_seconds", "Time to answer an HTTP request, by endpoint.",
+                    ["endpoint"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered request."""
+    REQUESTS.labels(endpoint, method, str(status)).inc()
+    LATENCY.labels(endpoint).observe(seconds)
+
+
+def render(queue: Any, heartbeat_ttl: float) -> bytes:
+    """The whole exposition: this tier's metrics, then what Redis says about the queue."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    from_redis = CollectorRegistry()
+    from_redis.register(QueueCollector(queue, heartbeat_ttl))
+    return generate_latest(registry) + generate_latest(from_redis)
+
+
+class QueueCollector:
+    """Queue depth and the live model servers' published figures, read at scrape time."""
+
+    def __init__(self, queue: Any, heartbeat_ttl: float) -> None:
+        self.queue = queue
+        self.heartbeat_ttl = heartbeat_ttl
+
+    def collect(self) -> Iterator[Any]:
+        servers = self.queue.live_servers(self.heartbeat_ttl)
+        yield GaugeMetricFamily("kras_queue_length", "Images queued or in flight.", value=self.queue.length())
+        alive = GaugeMetricFamily("kras_model_servers_alive", "Model servers with a fresh heartbeat, by model.",
+                                  labels=["model"])
+        for model in sorted({s.get("model", "") for s in servers}):
+            alive.add_metric([model], sum(1 for s in servers if s.get("model", "") == model))
+        yield alive
+        yield _batch_histogram(servers)
+        yield _inference_histogram(servers)
+        redelivered = CounterMetricFamily("kras_jobs_redelivered", "Jobs taken over from a model server that "
+                                          "stopped answering, by the server that took them.", labels=["server"])
+        for server in servers:
+            redelivered.add_metric([server["name"]], server.get("redelivered", 0))
+        yield redelivered
+
+
+def _batch_histogram(servers: Iterable[Mapping[str, Any]]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily("kras_batch_size", "Images per model call, by model server.", labels=["server"])
+    for server in servers:
+        sizes = {int(size): count for size, count in server.get("batch_sizes", {}).items()}
+        buckets = [(str(bound), sum(c for size, c in sizes.items() if size <= bound)) for bound in BATCH_BUCKETS]
+        buckets.append(("+Inf", sum(sizes.values())))
+        family.add_metric([server["name"]], buckets, sum_value=sum(s * c for s, c in sizes.items()))
+    return family
+
+
+def _inference_histogram(servers: Iterable[Mapping[str, Any]]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily("kras_inference_duration_seconds", "Time of one model call (a batch), "
+                                   "by model server.", labels=["server"])
+    for server in servers:
+        published = server.get("inference", {})
+        counts = published.get("buckets", [0] * len(INFERENCE_BUCKETS))
+        buckets = [(str(bound), count) for bound, count in zip(INFERENCE_BUCKETS, counts)]
+        buckets.append(("+Inf", published.get("count", 0)))
+        family.add_metric([server["name"]], buckets, sum_value=published.get("sum", 0.0))
+    return family

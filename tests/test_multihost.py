@@ -1,0 +1,194 @@
+"""The service spread over several machines, made as network namespaces on this one.
+
+Five "hosts", each a network namespace with one address on a private bridge (tests/netns.py):
+
+    10.203.0.2  redis     redis-server
+    10.203.0.3  web       Apache + mod_wsgi (apache/serve.sh), HOST=10.203.0.3
+    10.203.0.4  gpu0      run_model_server.py, MODEL_SERVER_NAME=gpu0
+    10.203.0.5  gpu1      run_model_server.py, MODEL_SERVER_NAME=gpu1
+    10.203.0.9  client    stress_test.py
+
+Every tier is pointed at the others through settings only (REDIS_URL, HOST, PORT,
+MODEL_SERVER_NAME), exactly as on real machines; no host can reach another's loopback. A flood
+from the client must be answered in full, by both model servers, and /ready must list both.
+
+Needs root and iproute2 (skipped otherwise, with the reason); nothing is installed here.
+Run alone with `./test.sh -m multihost`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from netns import Network, NetnsUnavailable, namespaces, unavailable_reason
+
+UNAVAILABLE = unavailable_reason()  # not root, or no iproute2: skipped, saying which
+pytestmark = [pytest.mark.multihost, pytest.mark.e2e,
+              pytest.mark.skipif(UNAVAILABLE is not None, reason=UNAVAILABLE or "")]
+
+PROJECT = Path(__file__).resolve().parent.parent
+PYTHON = str(PROJECT / ".venv" / "bin" / "python")
+SUBNET = "10.203.0"
+REDIS_PORT, WEB_PORT = 6379, 8000
+PREFIX = "multihost"
+REQUESTS = 100
+SERVERS = ("gpu0", "gpu1")
+
+# Run on the client host: wait (bounded) until /ready lists every named model server.
+WAIT_READY = """
+import sys, time, requests
+url, names, deadline = sys.argv[1], set(sys.argv[2].split(",")), time.monotonic() + float(sys.argv[3])
+last = "nothing yet"
+while time.monotonic() < deadline:
+    try:
+        answer = requests.get(url, timeout=2)
+        last = f"{answer.status_code} {answer.text}"
+        if answer.status_code == 200 and names <= {s["name"] for s in answer.json()["model_servers"]}:
+            print(answer.text)
+            sys.exit(0)
+    except requests.RequestException as exc:
+        last = repr(exc)
+    time.sleep(0.2)
+print(last)
+sys.exit(1)
+"""
+
+# Run on the client host: what each live model server published in its heartbeat.
+LIVE_SERVERS = """
+import json, sys
+from helpers import Keys
+from jobqueue import JobQueue, connect
+queue = JobQueue(connect(sys.argv[1], 1.0, 5.0), Keys(sys.argv[2], "image_queue"), "model_servers")
+print(json.dumps(queue.live_servers(float(sys.argv[3]))))
+"""
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory) -> dict[str, str]:
+    """A model slow enough (tens of ms a batch on a CPU) that a flood keeps both servers busy."""
+    import keras
+
+    directory = tmp_path_factory.mktemp("multihost_model")
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((128, 128, 3))
+    x = inputs
+    for filters in (32, 64, 64):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(4, activation="softmax")(x)
+    path = directory / "multihost.keras"
+    keras.Model(inputs, outputs).save(path)
+    labels = directory / "labels.txt"
+    labels.write_text("north\nsouth\neast\nwest\n")
+    return {"MODEL": str(path), "MODEL_LABELS": str(labels)}
+
+
+@pytest.fixture()
+def image_file(tmp_path) -> Path:
+    path = tmp_path / "photo.jpg"
+    pixels = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, "JPEG")
+    return path
+
+
+def wait_for(process: subprocess.Popen, net: Network, timeout: float, what: str) -> str:
+    """Wait (bounded) for a probe process to finish, failing early if a service process died."""
+    deadline = time.monotonic() + timeout + 5
+    while process.poll() is None:
+        for name, service in net.processes.items():
+            if service.poll() is not None:
+                process.kill()
+                process.wait(5)
+                raise AssertionError(f"{name} exited ({service.returncode}) while waiting for {what}\n"
+                                     f"{net.logs_tail()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait(5)
+            raise AssertionError(f"timed out waiting for {what}\n{net.logs_tail()}")
+        time.sleep(0.1)
+    output = process.stdout.read() if process.stdout else ""
+    assert process.returncode == 0, f"{what}: {output}\n{net.logs_tail()}"
+    return output
+
+
+def test_flood_across_hosts_is_answered_by_both_model_servers(tmp_path, model_files, image_file):
+    redis_server = shutil.which("redis-server")
+    assert redis_server, "redis-server is not installed; run ./test.sh, which installs it"
+
+    redis_url = f"redis://{SUBNET}.2:{REDIS_PORT}/0"
+    settings = {
+        **model_files, "REDIS_URL": redis_url, "KEY_PREFIX": PREFIX, "QUEUE_NAME": "image_queue",
+        "BATCH_SIZE": "8", "BATCH_WAIT_MS": "0", "QUEUE_BLOCK_MS": "200", "HEARTBEAT_INTERVAL": "0.5",
+        "HEARTBEAT_TTL": "3", "REQUEST_TIMEOUT": "15", "RESULT_TTL": "10", "WSGI_PROCESSES": "2",
+        "WSGI_THREADS": "16", "MAX_QUEUE_LENGTH": "2000", "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    env = {**os.environ, **settings}
+    # Apache's daemons run as www-data: its server root must be reachable by that user.
+    server_root = Path(tempfile.mkdtemp(prefix="kras-multihost-apache-"))
+    os.chmod(server_root, 0o755)
+    try:
+        with Network() as net:
+            redis_host = net.add_host("redis", f"{SUBNET}.2")
+            web = net.add_host("web", f"{SUBNET}.3")
+            gpus = [net.add_host(name, f"{SUBNET}.{4 + n}") for n, name in enumerate(SERVERS)]
+            client = net.add_host("client", f"{SUBNET}.9")
+
+            redis_host.spawn("redis", [redis_server, "--bind", redis_host.address, "--port", str(REDIS_PORT),
+                                       "--dir", str(tmp_path), "--save", "", "--appendonly", "no",
+                                       "--protected-mode", "no", "--hz", "100", "--loglevel", "warning"],
+                             env, tmp_path)
+            for host in gpus:
+                host.spawn(host.name, [PYTHON, "run_model_server.py"], {**env, "MODEL_SERVER_NAME": host.name},
+                           tmp_path)
+            web.spawn("apache", [str(PROJECT / "apache" / "serve.sh")],
+                      {**env, "HOST": web.address, "PORT": str(WEB_PORT),
+                       "APACHE_SERVER_ROOT": str(server_root / "root")}, tmp_path)
+
+            base = f"http://{web.address}:{WEB_PORT}"
+            waiter = subprocess.Popen(
+                client.command([PYTHON, "-c", WAIT_READY, f"{base}/ready", ",".join(SERVERS), "90"]),
+                cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            ready = json.loads(wait_for(waiter, net, 90, f"{base}/ready to list {SERVERS}"))
+            assert ready["ready"] is True
+            assert {s["name"] for s in ready["model_servers"]} == set(SERVERS), ready
+
+            summary_path = tmp_path / "flood.json"
+            flood = client.run([PYTHON, "stress_test.py", f"{base}/predict", "--image", str(image_file),
+                                "--requests", str(REQUESTS), "--interval", "0.02", "--timeout", "30",
+                                "--json", str(summary_path), "--quiet"], env, timeout=90)
+            assert summary_path.exists(), f"{flood.stdout}\n{flood.stderr}\n{net.logs_tail()}"
+            summary = json.loads(summary_path.read_text())
+
+            time.sleep(1.0)  # two heartbeats, so the published batch counts are current
+            probe = client.run([PYTHON, "-c", LIVE_SERVERS, redis_url, PREFIX, "3"], env, timeout=30)
+            assert probe.returncode == 0, probe.stderr
+            servers = {s["name"]: s for s in json.loads(probe.stdout)}
+            images = {name: sum(int(size) * count for size, count in s.get("batch_sizes", {}).items())
+                      for name, s in servers.items()}
+            batches = {name: sum(s.get("batch_sizes", {}).values()) for name, s in servers.items()}
+            print(f"\n[multihost] sent {summary['sent']}  ok {summary['ok']}  failures {summary['failures']}  "
+                  f"images per server {images}  batches per server {batches}  "
+                  f"p95 {summary['latency_ms']['p95'] if summary['latency_ms'] else None} ms")
+
+            assert summary["sent"] == REQUESTS and summary["ok"] == REQUESTS, \
+                f"{summary['failures']} {summary['failure_examples']}\n{net.logs_tail()}"
+            assert set(servers) == set(SERVERS), servers
+            # Both model servers took part, and every image was classified exactly once.
+            assert all(images[name] > 0 for name in SERVERS), images
+            assert sum(images.values()) == REQUESTS, images
+            tag = net.tag
+        # Teardown removed every namespace of this run (and so its bridge and veths).
+        assert [name for name in namespaces() if name.startswith(tag)] == []
+    except NetnsUnavailable as exc:
+        pytest.skip(str(exc))
+    finally:
+        shutil.rmtree(server_root, ignore_errors=True)
