@@ -26,6 +26,7 @@ import settings
 from helpers import Job, Keys, configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
 from imaging import ImageError, decode_image
 from jobqueue import JobQueue, QueueFull, connect
+from openapi import build_spec
 
 log = logging.getLogger("web")
 
@@ -100,6 +101,7 @@ def _register_routes(app: Flask) -> None:
     app.add_url_rule("/predict", view_func=predict, methods=["POST"])
     app.add_url_rule("/result/<job_id>", view_func=result, methods=["GET"])
     app.add_url_rule("/metrics", view_func=metrics_endpoint, methods=["GET"])
+    app.add_url_rule("/openapi.json", view_func=openapi_document, methods=["GET"])
 
 
 def _start_request() -> None:
@@ -126,9 +128,15 @@ def index() -> Response:
             "GET /health": "the web process is alive",
             "GET /ready": "Redis is reachable and a model server is alive",
             "GET /metrics": "Prometheus metrics",
+            "GET /openapi.json": "the OpenAPI 3 document of this API",
         },
         example="curl -F image=@dog.jpg http://127.0.0.1:8000/predict",
     )
+
+
+def openapi_document() -> Response:
+    config = current_app.config
+    return jsonify(build_spec(config["MAX_TOP_K"], config["DEFAULT_TOP_K"], config["MAX_UPLOAD_BYTES"]))
 
 
 def metrics_endpoint() -> Response:

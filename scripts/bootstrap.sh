@@ -8,7 +8,7 @@ project="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV:-$project/.venv}"
 log() { echo "[bootstrap] $*" >&2; }
 
-apt_packages=(redis-server redis-tools apache2 apache2-dev python3 python3-venv python3-dev curl)
+apt_packages=(redis-server redis-tools apache2 apache2-dev python3 python3-venv python3-dev curl iproute2)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
