@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Any, Callable
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.timing import time_calls  # noqa: E402
 
 
 def builders() -> dict[str, Callable[[], Any]]:
@@ -29,16 +30,9 @@ def builders() -> dict[str, Callable[[], Any]]:
 
 
 def throughput(model: Any, batch: int, seconds: float) -> tuple[float, float]:
-    """(images/s, median ms per batch) over at least `seconds`, after two warm-up batches."""
+    """(images/s, median ms per batch) over at least `seconds`, after warm-up batches."""
     x = np.random.default_rng(0).uniform(-1, 1, (batch, 224, 224, 3)).astype(np.float32)
-    for _ in range(2):  # graph tracing and oneDNN kernel selection happen here
-        model.predict_on_batch(x)
-    times = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 3:
-        t0 = time.perf_counter()
-        model.predict_on_batch(x)
-        times.append(time.perf_counter() - t0)
+    times = time_calls(lambda: model.predict_on_batch(x), seconds, warmup=2, min_calls=3)
     return batch * len(times) / sum(times), 1000 * float(np.median(times))
 
 

@@ -31,9 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import PROJECT, VENV_PYTHON, Stack  # noqa: E402
-
-TARGETS = {"throughput_ratio": 0.90, "latency_over_ms": 10.0, "flood_p95_ms": 1000.0,
-           "bytes_per_image": 150 * 1024, "web_rss_mb": 150.0}
+from bench.timing import time_calls  # noqa: E402
 
 
 def measure_ceiling(config: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -48,15 +46,7 @@ def measure_ceiling(config: dict[str, Any], seconds: float) -> dict[str, Any]:
     figures: dict[str, Any] = {"model": model.name, "input_size": [height, width]}
     for batch in (1, batch_size):
         pixels = np.random.default_rng(0).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
-        for _ in range(3):
-            model.predict(pixels)
-        times = []
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds or len(times) < 5:
-            t0 = time.perf_counter()
-            model.predict(pixels)
-            times.append(time.perf_counter() - t0)
-        times.sort()
+        times = time_calls(lambda: model.predict(pixels), seconds)
         figures[f"batch{batch}"] = {
             "batch": batch,
             "images_per_s": batch * len(times) / sum(times),
@@ -123,7 +113,7 @@ def run_phase(stack: Stack, name: str, run) -> dict[str, Any]:
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import stress_test
-    from helpers import Job, encode_job
+    from helpers import Job, encode_job, new_request_id
 
     env = {"MODEL": args.model, "BATCH_SIZE": str(args.batch_size), "BATCH_WAIT_MS": str(args.batch_wait_ms),
            "KEY_PREFIX": "bench", "HEARTBEAT_INTERVAL": "0.5", "LOG_LEVEL": "WARNING",
@@ -142,7 +132,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     height, width = bare["input_size"]
-    job = Job(id="x" * 41, pixels=np.zeros((height, width, 3), np.uint8), top_k=5, deadline=time.time())
+    job = Job(id=new_request_id(), pixels=np.zeros((height, width, 3), np.uint8), top_k=5, deadline=time.time(),
+              request_id=new_request_id())
     queued_bytes = sum(len(k) + len(v) for k, v in encode_job(job).items())
 
     workdir = Path(tempfile.mkdtemp(prefix="kras-bench-"))

@@ -14,7 +14,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 import run_model_server  # noqa: E402
-from bench.stack import RedisServer, free_port, wait_until  # noqa: E402,F401
+from bench.stack import RedisServer  # noqa: E402
+
+pytest_plugins = ["web_fixtures"]
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +76,35 @@ def tiny_model(tiny_model_files: dict[str, str]):
     from models import load_model
 
     return load_model(tiny_model_files)
+
+
+@pytest.fixture(scope="session")
+def slow_model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A model heavy enough (tens of ms a batch on a CPU) that a flood keeps batches in flight."""
+    import keras
+
+    directory = tmp_path_factory.mktemp("slow_model")
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((128, 128, 3))
+    x = inputs
+    for filters in (32, 64, 64):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(4, activation="softmax")(x)
+    path = directory / "slow.keras"
+    keras.Model(inputs, outputs).save(path)
+    labels = directory / "labels.txt"
+    labels.write_text("north\nsouth\neast\nwest\n")
+    return {"MODEL": str(path), "MODEL_LABELS": str(labels)}
+
+
+@pytest.fixture()
+def image_file(tmp_path: Path) -> Path:
+    """A 320x240 JPEG upload of random pixels, for the load generators."""
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "photo.jpg"
+    pixels = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, "JPEG")
+    return path

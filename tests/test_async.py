@@ -6,7 +6,6 @@ import time
 import pytest
 
 from test_web import assert_json_error, assert_predictions, png_bytes
-from test_web import client, heartbeat_only, make_client, model_server, web_config  # noqa: F401  (fixtures)
 
 
 def fetch_until_done(client, status_url: str, seconds: float = 5.0):

@@ -13,10 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import redis
-from PIL import Image
 
 import stress_test
 from bench.stack import Stack, wait_until
@@ -26,34 +24,6 @@ pytestmark = pytest.mark.faults
 
 PREFIX = "faults"
 LOST = ("ConnectionError", "Timeout", stress_test.NO_ANSWER)
-
-
-@pytest.fixture(scope="module")
-def slow_model_files(tmp_path_factory) -> dict[str, str]:
-    """A model heavy enough (tens of ms a batch) that a flood keeps batches in flight."""
-    import keras
-
-    directory = tmp_path_factory.mktemp("slow_model")
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input((128, 128, 3))
-    x = inputs
-    for filters in (32, 64, 64):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(4, activation="softmax")(x)
-    path = directory / "slow.keras"
-    keras.Model(inputs, outputs).save(path)
-    labels = directory / "labels.txt"
-    labels.write_text("north\nsouth\neast\nwest\n")
-    return {"MODEL": str(path), "MODEL_LABELS": str(labels)}
-
-
-@pytest.fixture()
-def image_file(tmp_path) -> Path:
-    path = tmp_path / "photo.jpg"
-    pixels = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, "JPEG")
-    return path
 
 
 def start_stack(workdir: Path, model_files: dict[str, str], servers: int, **overrides: Any) -> Stack:

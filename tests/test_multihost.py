@@ -25,9 +25,7 @@ import time
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from netns import Network, NetnsUnavailable, namespaces, unavailable_reason
 
@@ -72,34 +70,6 @@ print(json.dumps(queue.live_servers(float(sys.argv[3]))))
 """
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory) -> dict[str, str]:
-    """A model slow enough (tens of ms a batch on a CPU) that a flood keeps both servers busy."""
-    import keras
-
-    directory = tmp_path_factory.mktemp("multihost_model")
-    keras.utils.set_random_seed(5)
-    inputs = keras.Input((128, 128, 3))
-    x = inputs
-    for filters in (32, 64, 64):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(4, activation="softmax")(x)
-    path = directory / "multihost.keras"
-    keras.Model(inputs, outputs).save(path)
-    labels = directory / "labels.txt"
-    labels.write_text("north\nsouth\neast\nwest\n")
-    return {"MODEL": str(path), "MODEL_LABELS": str(labels)}
-
-
-@pytest.fixture()
-def image_file(tmp_path) -> Path:
-    path = tmp_path / "photo.jpg"
-    pixels = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, "JPEG")
-    return path
-
-
 def wait_for(process: subprocess.Popen, net: Network, timeout: float, what: str) -> str:
     """Wait (bounded) for a probe process to finish, failing early if a service process died."""
     deadline = time.monotonic() + timeout + 5
@@ -120,13 +90,13 @@ def wait_for(process: subprocess.Popen, net: Network, timeout: float, what: str)
     return output
 
 
-def test_flood_across_hosts_is_answered_by_both_model_servers(tmp_path, model_files, image_file):
+def test_flood_across_hosts_is_answered_by_both_model_servers(tmp_path, slow_model_files, image_file):
     redis_server = shutil.which("redis-server")
     assert redis_server, "redis-server is not installed; run ./test.sh, which installs it"
 
     redis_url = f"redis://{SUBNET}.2:{REDIS_PORT}/0"
     settings = {
-        **model_files, "REDIS_URL": redis_url, "KEY_PREFIX": PREFIX, "QUEUE_NAME": "image_queue",
+        **slow_model_files, "REDIS_URL": redis_url, "KEY_PREFIX": PREFIX, "QUEUE_NAME": "image_queue",
         "BATCH_SIZE": "8", "BATCH_WAIT_MS": "0", "QUEUE_BLOCK_MS": "200", "HEARTBEAT_INTERVAL": "0.5",
         "HEARTBEAT_TTL": "3", "REQUEST_TIMEOUT": "15", "RESULT_TTL": "10", "WSGI_PROCESSES": "2",
         "WSGI_THREADS": "16", "MAX_QUEUE_LENGTH": "2000", "TF_CPP_MIN_LOG_LEVEL": "2",

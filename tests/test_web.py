@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,85 +15,9 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from bench.stack import PROJECT, free_port
-from helpers import Keys
 from imaging import decode_image
-from jobqueue import JobQueue, connect
-from run_model_server import ModelServer
-from run_web_server import create_app
-
-SERVER_NAME = "test-model-server"
+from web_fixtures import SERVER_NAME, make_queue
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-# --- fixtures ---------------------------------------------------------------------------------
-
-@pytest.fixture()
-def web_config(config) -> dict[str, Any]:
-    return {
-        **config,
-        "QUEUE_BLOCK_MS": 100,
-        "BATCH_SIZE": 4,
-        "BATCH_WAIT_MS": 0,
-        "HEARTBEAT_INTERVAL": 0.5,
-        "HEARTBEAT_TTL": 10.0,
-        "METADATA_CACHE_SECONDS": 0.0,
-        "REQUEST_TIMEOUT": 10.0,
-        "MODEL_SERVER_NAME": SERVER_NAME,
-    }
-
-
-def make_queue(config: dict[str, Any]) -> JobQueue:
-    connection = connect(config["REDIS_URL"], connect_timeout=1.0, read_timeout=config["QUEUE_BLOCK_MS"] / 1000 + 5.0)
-    queue = JobQueue(connection, Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), config["CONSUMER_GROUP"])
-    queue.ensure_group()
-    return queue
-
-
-@pytest.fixture()
-def model_server(web_config, tiny_model, redis_client) -> Iterator[ModelServer]:
-    """A real ModelServer serving the tiny model from a background thread until teardown."""
-    server = ModelServer(make_queue(web_config), tiny_model, web_config)
-    server.warm_up()
-    server._heartbeat_if_due()  # visible to the web tier before the first request
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            while not stop.is_set():
-                server.serve_once()
-        except BaseException as exc:  # surfaced at teardown
-            errors.append(exc)
-
-    thread = threading.Thread(target=serve, name="model-server", daemon=True)
-    thread.start()
-    yield server
-    stop.set()
-    thread.join(timeout=10)
-    assert not thread.is_alive(), "the model server thread did not stop"
-    server.queue.remove_server(server.name)
-    assert not errors, f"the model server failed: {errors[0]!r}"
-
-
-@pytest.fixture()
-def heartbeat_only(web_config, tiny_model, redis_client) -> JobQueue:
-    """A model server's heartbeat in Redis, but nobody consuming the queue."""
-    queue = make_queue(web_config)
-    queue.heartbeat(SERVER_NAME, tiny_model.metadata(), ttl=30)
-    return queue
-
-
-@pytest.fixture()
-def make_client(web_config) -> Callable[..., FlaskClient]:
-    def make(**overrides: Any) -> FlaskClient:
-        return create_app({**web_config, **overrides}).test_client()
-
-    return make
-
-
-@pytest.fixture()
-def client(make_client) -> FlaskClient:
-    return make_client()
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -187,9 +111,12 @@ def test_server_timing_reports_decode_queue_inference_and_total(client, model_se
 def test_concurrent_requests_each_get_their_own_answer(make_client, model_server, tiny_model):
     images = [png_bytes(100 + n) for n in range(6)]
     responses: dict[int, Any] = {}
+    # Apps are built up front: building Flask apps in several threads at once trips a CPython
+    # 3.11 bug in ast.parse (werkzeug compiles its URL rules), unrelated to serving requests.
+    clients = [make_client() for _ in images]
 
     def send(n: int) -> None:
-        responses[n] = post_image(make_client(), images[n], top_k="5")
+        responses[n] = post_image(clients[n], images[n], top_k="5")
 
     threads = [threading.Thread(target=send, args=(n,)) for n in range(len(images))]
     for thread in threads:

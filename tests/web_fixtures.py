@@ -1,0 +1,85 @@
+"""Fixtures for the web-tier tests: the Flask app against the real Redis, with a real model
+server in a background thread, or only its heartbeat."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterator
+
+import pytest
+from flask.testing import FlaskClient
+
+from helpers import Keys
+from jobqueue import JobQueue, connect
+from run_model_server import ModelServer
+from run_web_server import create_app
+
+SERVER_NAME = "test-model-server"
+
+
+@pytest.fixture()
+def web_config(config) -> dict[str, Any]:
+    return {
+        **config,
+        "QUEUE_BLOCK_MS": 100,
+        "BATCH_SIZE": 4,
+        "BATCH_WAIT_MS": 0,
+        "HEARTBEAT_INTERVAL": 0.5,
+        "HEARTBEAT_TTL": 10.0,
+        "METADATA_CACHE_SECONDS": 0.0,
+        "REQUEST_TIMEOUT": 10.0,
+        "MODEL_SERVER_NAME": SERVER_NAME,
+    }
+
+
+def make_queue(config: dict[str, Any]) -> JobQueue:
+    connection = connect(config["REDIS_URL"], connect_timeout=1.0, read_timeout=config["QUEUE_BLOCK_MS"] / 1000 + 5.0)
+    queue = JobQueue(connection, Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), config["CONSUMER_GROUP"])
+    queue.ensure_group()
+    return queue
+
+
+@pytest.fixture()
+def model_server(web_config, tiny_model, redis_client) -> Iterator[ModelServer]:
+    """A real ModelServer serving the tiny model from a background thread until teardown."""
+    server = ModelServer(make_queue(web_config), tiny_model, web_config)
+    server.warm_up()
+    server._heartbeat_if_due()  # visible to the web tier before the first request
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            while not stop.is_set():
+                server.serve_once()
+        except BaseException as exc:  # surfaced at teardown
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve, name="model-server", daemon=True)
+    thread.start()
+    yield server
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the model server thread did not stop"
+    server.queue.remove_server(server.name)
+    assert not errors, f"the model server failed: {errors[0]!r}"
+
+
+@pytest.fixture()
+def heartbeat_only(web_config, tiny_model, redis_client) -> JobQueue:
+    """A model server's heartbeat in Redis, but nobody consuming the queue."""
+    queue = make_queue(web_config)
+    queue.heartbeat(SERVER_NAME, tiny_model.metadata(), ttl=30)
+    return queue
+
+
+@pytest.fixture()
+def make_client(web_config) -> Callable[..., FlaskClient]:
+    def make(**overrides: Any) -> FlaskClient:
+        return create_app({**web_config, **overrides}).test_client()
+
+    return make
+
+
+@pytest.fixture()
+def client(make_client) -> FlaskClient:
+    return make_client()
