@@ -308,6 +308,18 @@ def _join_all(threads: list[threading.Thread], deadline: float, stop: threading.
         on_interrupt()
 
 
+def _interrupted(stop: threading.Event, result: LoadResult) -> None:
+    stop.set()
+    result.interrupted = True
+
+
+def _wait_for_answers(threads: list[threading.Thread], stop: threading.Event, result: LoadResult,
+                      timeout: float) -> None:
+    """Join the requests in flight, for at most the client timeout plus a grace period."""
+    deadline = time.perf_counter() + timeout + JOIN_GRACE_S
+    _join_all(threads, deadline, stop, lambda: setattr(result, "interrupted", True))
+
+
 def run_flood(url: str, image_path: str | os.PathLike[str], requests_total: int = 500,
               interval: float = 0.05, timeout: float = 60.0,
               progress: IO[str] | None = None,
@@ -353,10 +365,8 @@ def run_flood(url: str, image_path: str | os.PathLike[str], requests_total: int 
                     result.interrupted = True
                     break
         except KeyboardInterrupt:
-            stop.set()
-            result.interrupted = True
-        deadline = time.perf_counter() + timeout + JOIN_GRACE_S
-        _join_all(threads, deadline, stop, lambda: setattr(result, "interrupted", True))
+            _interrupted(stop, result)
+        _wait_for_answers(threads, stop, result, timeout)
     finally:
         if ctx:
             ctx.__exit__(None, None, None)
@@ -400,10 +410,8 @@ def run_closed_loop(url: str, image_path: str | os.PathLike[str], concurrency: i
             if stop.wait(max(0.0, end_at - time.perf_counter())):
                 result.interrupted = True
         except KeyboardInterrupt:
-            stop.set()
-            result.interrupted = True
-        deadline = time.perf_counter() + timeout + JOIN_GRACE_S
-        _join_all(threads, deadline, stop, lambda: setattr(result, "interrupted", True))
+            _interrupted(stop, result)
+        _wait_for_answers(threads, stop, result, timeout)
     finally:
         if ctx:
             ctx.__exit__(None, None, None)
