@@ -171,7 +171,6 @@ def ready() -> tuple[Response, int]:
 
 
 def predict() -> tuple[Response, int] | Response:
-
     config = current_app.config
     queue: JobQueue = current_app.extensions["jobqueue"]
     top_k = _top_k(config)
