@@ -47,6 +47,7 @@ without failures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import mimetypes
@@ -308,6 +309,11 @@ def _join_all(threads: list[threading.Thread], deadline: float, stop: threading.
         on_interrupt()
 
 
+def _progress(result: LoadResult, stream: IO[str] | None, total: int | None) -> Any:
+    """The live progress line while a run lasts, or nothing when `stream` is None."""
+    return _Progress(result, stream, total) if stream else contextlib.nullcontext()
+
+
 def _interrupted(stop: threading.Event, result: LoadResult) -> None:
     stop.set()
     result.interrupted = True
@@ -341,11 +347,8 @@ def run_flood(url: str, image_path: str | os.PathLike[str], requests_total: int 
         with requests.Session() as session:
             _send_one(session, url, image, filename, content_type, timeout, result)
 
-    ctx = _Progress(result, progress, requests_total) if progress else None
     started = time.perf_counter()
-    if ctx:
-        ctx.__enter__()
-    try:
+    with _progress(result, progress, requests_total):
         try:
             next_at = time.perf_counter()
             for i in range(requests_total):
@@ -367,9 +370,6 @@ def run_flood(url: str, image_path: str | os.PathLike[str], requests_total: int 
         except KeyboardInterrupt:
             _interrupted(stop, result)
         _wait_for_answers(threads, stop, result, timeout)
-    finally:
-        if ctx:
-            ctx.__exit__(None, None, None)
     summary = summarise(result, mode="flood", url=url, started=started)
     summary["config"] = {"requests": requests_total, "interval_s": interval, "timeout_s": timeout}
     return summary
@@ -399,10 +399,7 @@ def run_closed_loop(url: str, image_path: str | os.PathLike[str], concurrency: i
 
     threads = [threading.Thread(target=worker, name=f"worker-{i}", daemon=True)
                for i in range(concurrency)]
-    ctx = _Progress(result, progress, None) if progress else None
-    if ctx:
-        ctx.__enter__()
-    try:
+    with _progress(result, progress, None):
         for t in threads:
             t.start()
         try:
@@ -412,9 +409,6 @@ def run_closed_loop(url: str, image_path: str | os.PathLike[str], concurrency: i
         except KeyboardInterrupt:
             _interrupted(stop, result)
         _wait_for_answers(threads, stop, result, timeout)
-    finally:
-        if ctx:
-            ctx.__exit__(None, None, None)
     summary = summarise(result, mode="closed-loop", url=url, started=start)
     summary["config"] = {"concurrency": concurrency, "duration_s": duration, "timeout_s": timeout}
     return summary

@@ -92,7 +92,3 @@ BUILTIN_MODELS: dict[str, Callable[[Mapping[str, Any]], LoadedModel]] = {
     "efficientnet_lite0": _load_efficientnet_lite0,
 }
 
-
-def register(name: str, loader: Callable[[Mapping[str, Any]], LoadedModel]) -> None:
-    """Make `loader` selectable as `MODEL=name`."""
-    BUILTIN_MODELS[name] = loader
