@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import redis
 
@@ -203,6 +203,13 @@ def _claimed(entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> Cl
         return Claimed(entry_id, decode_job(fields), deliveries)
     except WireFormatError as exc:
         return Claimed(entry_id, None, deliveries, error=str(exc))
+
+
+def queue_from_settings(config: Mapping[str, Any], read_timeout: float) -> JobQueue:
+    """The queue the settings name (REDIS_URL, KEY_PREFIX, QUEUE_NAME, CONSUMER_GROUP)."""
+    connection = connect(config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
+                         read_timeout=read_timeout)
+    return JobQueue(connection, Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), config["CONSUMER_GROUP"])
 
 
 def connect(url: str, connect_timeout: float, read_timeout: float | None) -> redis.Redis:

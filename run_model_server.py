@@ -26,8 +26,8 @@ import numpy as np
 import redis
 
 import settings
-from helpers import INFERENCE_BUCKETS, Keys, configure_logging, default_server_name, error_result, success_result
-from jobqueue import Claimed, JobQueue, connect
+from helpers import INFERENCE_BUCKETS, configure_logging, default_server_name, error_result, success_result
+from jobqueue import Claimed, JobQueue, queue_from_settings
 
 log = logging.getLogger("model_server")
 
@@ -318,9 +318,7 @@ def build_server(config: Mapping[str, Any]) -> ModelServer:
     from models import load_model
 
     model = load_model(config)
-    connection = connect(config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
-                         read_timeout=config["QUEUE_BLOCK_MS"] / 1000 + 5.0)
-    queue = JobQueue(connection, Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), config["CONSUMER_GROUP"])
+    queue = queue_from_settings(config, read_timeout=config["QUEUE_BLOCK_MS"] / 1000 + 5.0)
     server = ModelServer(queue, model, config)
     delay = _BACKOFF_FIRST
     while True:

@@ -23,9 +23,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import metrics
 import settings
-from helpers import Job, Keys, configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
+from helpers import Job, configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
 from imaging import ImageError, decode_image
-from jobqueue import JobQueue, QueueFull, connect
+from jobqueue import JobQueue, QueueFull, queue_from_settings
 from openapi import build_spec
 
 log = logging.getLogger("web")
@@ -77,12 +77,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_BYTES"]
     app.json.sort_keys = False
 
-    connection = connect(
-        app.config["REDIS_URL"],
-        connect_timeout=app.config["REDIS_CONNECT_TIMEOUT"],
-        read_timeout=app.config["REQUEST_TIMEOUT"] + _READ_TIMEOUT_MARGIN,
-    )
-    queue = JobQueue(connection, Keys(app.config["KEY_PREFIX"], app.config["QUEUE_NAME"]), app.config["CONSUMER_GROUP"])
+    queue = queue_from_settings(app.config, read_timeout=app.config["REQUEST_TIMEOUT"] + _READ_TIMEOUT_MARGIN)
     app.extensions["jobqueue"] = queue
     app.extensions["model_metadata"] = ModelMetadata(
         queue, app.config["HEARTBEAT_TTL"], app.config["METADATA_CACHE_SECONDS"]

@@ -8,8 +8,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from flask.testing import FlaskClient
 
-from helpers import Keys
-from jobqueue import JobQueue, connect
+from jobqueue import JobQueue, queue_from_settings
 from run_model_server import ModelServer
 from run_web_server import create_app
 
@@ -32,8 +31,7 @@ def web_config(config) -> dict[str, Any]:
 
 
 def make_queue(config: dict[str, Any]) -> JobQueue:
-    connection = connect(config["REDIS_URL"], connect_timeout=1.0, read_timeout=config["QUEUE_BLOCK_MS"] / 1000 + 5.0)
-    queue = JobQueue(connection, Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), config["CONSUMER_GROUP"])
+    queue = queue_from_settings(config, read_timeout=config["QUEUE_BLOCK_MS"] / 1000 + 5.0)
     queue.ensure_group()
     return queue
 
