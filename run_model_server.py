@@ -19,7 +19,8 @@ import socket
 import sys
 import threading
 import time
-from queue import SimpleQueue
+from dataclasses import dataclass
+from queue import Queue, SimpleQueue
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -34,6 +35,15 @@ log = logging.getLogger("model_server")
 # Reconnect delays while Redis is unreachable: start small so a blip costs little, cap so a long
 # outage is noticed within seconds of its end.
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
+
+
+@dataclass
+class Outcome:
+    """A batch after the model ran: each job's answer, and entries acknowledged without one."""
+
+    batch_id: str
+    answers: list[tuple[Claimed, dict[str, Any]]]
+    dropped: list[bytes]
 
 
 class ModelServer:
@@ -79,35 +89,46 @@ class ModelServer:
         started = time.perf_counter()  # once more, now that it is traced, for its true cost
         self.model.predict(np.zeros((self.batch_size, height, width, 3), dtype=np.uint8))
         elapsed_ms = (time.perf_counter() - started) * 1000
-        if elapsed_ms * 3 > self.claim_idle_ms:
+        # A job stays claimed while it waits for the model, runs, and is replied to.
+        if elapsed_ms * 4 > self.claim_idle_ms:
             log.warning("a full batch takes %.0f ms, close to CLAIM_IDLE_MS=%d: another server may take "
                         "over batches still running here; raise CLAIM_IDLE_MS", elapsed_ms, self.claim_idle_ms)
 
     def run(self) -> None:
-        """Serve until `stop`: a feeder thread forms the next batch while the model runs this one.
+        """Serve until `stop`: the model runs batch after batch while two threads do the I/O.
 
-        Overlapping Redis I/O with inference keeps the model busy. The feeder claims a batch only
-        when the previous one has started, so a server holds at most the batch running and the
-        batch waiting. Everything claimed is processed before `run` returns: a stop abandons nothing.
+        A feeder thread forms the next batch while the model runs this one, and a replier
+        thread publishes a batch's answers while the model runs the next, so between two
+        batches the model waits only for the top-up. The feeder claims a batch only when the
+        previous one has started, so a server holds at most the batch waiting, the batch
+        running and the batches being answered. Everything claimed is answered before `run`
+        returns: a stop abandons nothing.
         """
         log.info("%s serving %s on %s, batch size %d, wait %d ms", self.name, self._info["model"],
                  self._info["device"], self.batch_size, self.batch_wait_ms)
         handover: SimpleQueue[list[Claimed] | None] = SimpleQueue()
+        # One batch may wait for the replier: if Redis is slow to take answers, the model stops
+        # rather than run ahead with claimed jobs that another server would soon take over.
+        outbox: Queue[Outcome | None] = Queue(maxsize=1)
         free_slot = threading.Semaphore(1)
         failure: list[BaseException] = []
         feeder = threading.Thread(target=self._feed, args=(handover, free_slot, failure), name="feeder", daemon=True)
+        replier = threading.Thread(target=self._reply_all, args=(outbox,), name="replier", daemon=True)
         feeder.start()
+        replier.start()
         while (batch := handover.get()) is not None:
             free_slot.release()
-            try:
-                self.process(self._top_up(batch))
-            except redis.RedisError as exc:
-                # Its jobs stay claimed in Redis; a server takes them over after CLAIM_IDLE_MS.
-                log.warning("could not reply to a batch of %d (%s); it will be taken over", len(batch), exc)
+            outbox.put(self.run_batch(self._top_up(batch)))
+        outbox.put(None)
         feeder.join()
+        replier.join()
         self._leave()
         if failure:
             raise failure[0]
+
+    def _reply_all(self, outbox: Queue) -> None:
+        while (outcome := outbox.get()) is not None:
+            self.send(outcome)
 
     def _feed(self, handover: SimpleQueue, free_slot: threading.Semaphore, failure: list[BaseException]) -> None:
         """Claim batches for the model loop until stopped, then hand over None."""
@@ -137,7 +158,10 @@ class ModelServer:
     def _top_up(self, batch: list[Claimed]) -> list[Claimed]:
         """Fill a batch that waited for the model with the jobs that arrived meanwhile."""
         if len(batch) < self.batch_size:
-            batch.extend(self.queue.claim(self.name, self.batch_size - len(batch), block_ms=None))
+            try:
+                batch.extend(self.queue.claim(self.name, self.batch_size - len(batch), block_ms=None))
+            except redis.RedisError as exc:  # the batch in hand still runs
+                log.warning("could not top up a batch of %d: %s", len(batch), exc)
         return batch
 
     def _claim_next(self, handover: SimpleQueue, free_slot: threading.Semaphore) -> None:
@@ -193,13 +217,27 @@ class ModelServer:
 
     def process(self, batch: Sequence[Claimed]) -> None:
         """Classify the live jobs of `batch` in one model call and reply to every job in it."""
+        self.send(self.run_batch(batch))
+
+    def run_batch(self, batch: Sequence[Claimed]) -> Outcome:
+        """Classify the live jobs of `batch` in one model call: the answers, and the entries to drop."""
         batch_id = f"{self.name}#{next(self.batches)}"
         runnable, answers, dropped = self._triage(batch, batch_id)
         if runnable:
             answers.extend(self._classify(runnable, batch_id))
-        self.queue.reply(answers, self.result_ttl)
-        self.queue.discard(dropped)
-        log.debug("batch %s: %d answered, %d dropped", batch_id, len(answers), len(dropped))
+        return Outcome(batch_id, answers, dropped)
+
+    def send(self, outcome: Outcome) -> None:
+        """Publish a batch's answers and acknowledge its entries."""
+        try:
+            self.queue.reply(outcome.answers, self.result_ttl)
+            self.queue.discard(outcome.dropped)
+        except redis.RedisError as exc:
+            # Its jobs stay claimed in Redis; a server takes them over after CLAIM_IDLE_MS.
+            log.warning("batch %s: could not reply to %d jobs (%s); they will be taken over",
+                        outcome.batch_id, len(outcome.answers) + len(outcome.dropped), exc)
+            return
+        log.debug("batch %s: %d answered, %d dropped", outcome.batch_id, len(outcome.answers), len(outcome.dropped))
 
     def _triage(self, batch: Sequence[Claimed], batch_id: str) -> tuple[list[Claimed], list, list[bytes]]:
         """Split a batch into jobs to run, jobs answered without running, and entries to drop."""

@@ -220,3 +220,32 @@ def test_a_batch_that_waited_for_the_model_is_topped_up_with_later_arrivals(queu
     for n in range(1, 6):
         queue.submit(random_job(n), max_length=100)
     assert [c.job.id for c in server._top_up(waiting)] == ["job-0", "job-1", "job-2", "job-3"]
+
+
+def test_a_stop_answers_every_claimed_job_even_those_still_being_replied_to(queue, tiny_model, server_config):
+    # The replier thread publishes a batch's answers while the model runs the next one; a stop
+    # must wait for it, or answers computed just before the stop would never reach Redis.
+    # Long enough that the server never takes over its own jobs while they wait to be replied to.
+    server = ModelServer(queue, tiny_model, {**server_config, "CLAIM_IDLE_MS": 60_000}, name="ms-1")
+    reply = queue.reply
+
+    def slow_reply(*args, **kwargs):  # Redis slow to take answers: the replier lags the model
+        time.sleep(0.2)
+        reply(*args, **kwargs)
+
+    queue.reply = slow_reply
+    for n in range(40):
+        queue.submit(random_job(n), max_length=100)
+    runner = threading.Thread(target=server.run)
+    runner.start()
+    assert queue.wait_result("job-0", timeout=5)["success"] is True
+    server.stop()
+    runner.join(5)
+    assert not runner.is_alive()
+    answered = sum(size * count for size, count in server.batch_sizes.items())
+    assert answered >= 1
+    pending = queue.redis.xpending(queue.keys.queue, queue.group)["pending"]
+    assert pending == 0  # nothing claimed was left unacknowledged
+    results = list(queue.redis.scan_iter(match=queue.keys.result("*")))
+    assert len(results) == answered - 1  # every answer but the one taken above is waiting in Redis
+    assert queue.length() == 40 - answered  # and what was never claimed is still queued
