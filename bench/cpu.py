@@ -1,0 +1,54 @@
+"""Where the CPU goes: CPU seconds of each part of the running system, from /proc.
+
+On a machine where the model and the serving stack share the same cores, every millisecond
+the web tier, Redis or the load generator spends is taken from the model. Reading each
+process's CPU time before and after a phase says how much each part cost per request.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+# Parts, in the order the benchmark prints them.
+PARTS = ("model server", "web daemons", "apache workers", "redis", "load generator", "other")
+
+
+def classify(pid: int, name: str, cmdline: str, model_server_pids: set[int]) -> str:
+    """Which part of the system a process is."""
+    if pid == os.getpid():
+        return "load generator"
+    if pid in model_server_pids or "run_model_server.py" in cmdline:
+        return "model server"
+    if cmdline.startswith("(wsgi:"):
+        return "web daemons"  # mod_wsgi renames its daemon processes "(wsgi:GROUP)"
+    if name in ("apache2", "httpd"):
+        return "apache workers"
+    if name == "redis-server":
+        return "redis"
+    return "other"
+
+
+def snapshot(model_server_pids: set[int] | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each part, over every process on the machine."""
+    totals = dict.fromkeys(PARTS, 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # the process ended while we looked
+            continue
+        # The name is in parentheses and may itself hold spaces or parentheses.
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        seconds = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+        totals[classify(int(entry.name), name, cmdline, model_server_pids or set())] += seconds
+    return totals
+
+
+def used_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each part used between two snapshots (processes that ended are not counted)."""
+    return {part: max(0.0, after[part] - before[part]) for part in PARTS}
