@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from queue import Queue, SimpleQueue
+from queue import Empty, Queue, SimpleQueue
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -116,15 +116,25 @@ class ModelServer:
         replier = threading.Thread(target=self._reply_all, args=(outbox,), name="replier", daemon=True)
         feeder.start()
         replier.start()
-        while (batch := handover.get()) is not None:
+        while (batch := self._next_handed_over(handover)) is not None:
             free_slot.release()
-            outbox.put(self.run_batch(self._top_up(batch)))
+            outbox.put(self.run_batch(batch))
         outbox.put(None)
         feeder.join()
         replier.join()
         self._leave()
         if failure:
             raise failure[0]
+
+    def _next_handed_over(self, handover: SimpleQueue) -> list[Claimed] | None:
+        """The feeder's next batch; one that waited for the model is first topped up."""
+        try:
+            batch = handover.get_nowait()
+        except Empty:
+            # The model was idle and the batch was claimed just now: a top-up would only
+            # add a Redis round trip to a lone request's latency.
+            return handover.get()
+        return batch if batch is None else self._top_up(batch)
 
     def _reply_all(self, outbox: Queue) -> None:
         while (outcome := outbox.get()) is not None:
