@@ -238,10 +238,14 @@ def table(results: dict[str, Any], batch_size: int) -> list[tuple[str, str, str,
     measurements = results["bare"]["measurements"]
     phases = {p["phase"]: p for p in results["phases"]}
     closed = [p for name, p in phases.items() if name.startswith("closed")]
-    best = max(closed, key=lambda p: p["ratio_to_bare"])
-    rows = [("saturation throughput", f"{best['throughput_rps']:.1f} img/s ({best['phase']})",
-             f"{best['bare_images_per_s']:.1f} img/s (bare, batch {batch_size})",
-             f"{best['ratio_to_bare']:.0%} (target >= 90%)")]
+    # Saturated: batches (nearly) full. Pooling those phases, rather than picking the best one,
+    # keeps one lucky phase on a noisy machine from making the headline.
+    saturated = [p for p in closed if p["mean_batch"] >= 0.9 * batch_size] or closed[-1:]
+    service = sum(p["throughput_rps"] for p in saturated) / len(saturated)
+    bare = sum(p["bare_images_per_s"] for p in saturated) / len(saturated)
+    names = ", ".join(p["phase"].removeprefix("closed ") for p in saturated)
+    rows = [("saturation throughput", f"{service:.1f} img/s (mean of {names})",
+             f"{bare:.1f} img/s (bare, batch {batch_size})", f"{service / bare:.0%} (target >= 90%)")]
     lone = phases.get("closed c=1")
     if lone:
         p50 = lone["latency_ms"]["p50"]
