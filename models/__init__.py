@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from models.precision import with_precision
 from models.preprocessing import PREPROCESSORS
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class LoadedModel:
     labels: Sequence[str]
     preprocess: Callable[[np.ndarray], np.ndarray]
     preprocessing: str = "unknown"
+    precision: str = "float32"  # MODEL_PRECISION: float32, or bfloat16 for speed
     details: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
@@ -56,11 +58,23 @@ class LoadedModel:
             "input_width": self.input_size[1],
             "classes": len(self.labels),
             "preprocessing": self.preprocessing,
+            "precision": self.precision,
         }
 
 
 def load_model(config: Mapping[str, Any]) -> LoadedModel:
     """Load the model that `config["MODEL"]` names (a built-in name or a `.keras` path)."""
+    loaded = _load(config)
+    precision = str(config.get("MODEL_PRECISION") or "float32")
+    try:
+        loaded.model = with_precision(loaded.model, precision)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    loaded.precision = precision
+    return loaded
+
+
+def _load(config: Mapping[str, Any]) -> LoadedModel:
     name = str(config["MODEL"])
     loader = BUILTIN_MODELS.get(name)
     if loader is not None:
