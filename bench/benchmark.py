@@ -184,13 +184,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import stress_test
     from helpers import Job, encode_job, new_request_id
 
-    env = {"MODEL": args.model, "BATCH_SIZE": str(args.batch_size), "BATCH_WAIT_MS": str(args.batch_wait_ms),
+    env = {"MODEL": args.model, "MODEL_PRECISION": args.precision, "BATCH_SIZE": str(args.batch_size), "BATCH_WAIT_MS": str(args.batch_wait_ms),
            "KEY_PREFIX": "bench", "HEARTBEAT_INTERVAL": "0.5", "LOG_LEVEL": "WARNING",
            "WSGI_PROCESSES": str(args.processes), "WSGI_THREADS": str(args.threads),
            "MAX_QUEUE_LENGTH": "2000", "REQUEST_TIMEOUT": "60"}
     if args.weights:
         env["MODEL_WEIGHTS"] = args.weights
-    print(f"model {args.model}, batch size {args.batch_size}, window {args.batch_wait_ms} ms, "
+    print(f"model {args.model} ({args.precision}), batch size {args.batch_size}, window {args.batch_wait_ms} ms, "
           f"Apache {args.processes} processes x {args.threads} threads, {os.cpu_count()} CPU cores", flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="kras-bench-"))
@@ -315,6 +315,8 @@ def main() -> int:
     parser.add_argument("--model", default=os.environ.get("MODEL", "efficientnet_lite0"))
     parser.add_argument("--weights", default=os.environ.get("MODEL_WEIGHTS", ""),
                         help="MODEL_WEIGHTS for the model server ('random' is fine for timing)")
+    parser.add_argument("--precision", default=os.environ.get("MODEL_PRECISION", "float32"),
+                        help="MODEL_PRECISION for the bare model and the model server (float32, bfloat16)")
     parser.add_argument("--batch-size", type=int, default=int(os.environ.get("BATCH_SIZE", 8)))
     parser.add_argument("--batch-wait-ms", type=int, default=int(os.environ.get("BATCH_WAIT_MS", 0)))
     parser.add_argument("--processes", type=int, default=2)
