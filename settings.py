@@ -75,6 +75,13 @@ WSGI_PROCESSES = env("WSGI_PROCESSES", 2)
 WSGI_THREADS = env("WSGI_THREADS", 32)
 # Seconds a request may wait for a free daemon thread before Apache answers 503.
 WSGI_QUEUE_TIMEOUT = env("WSGI_QUEUE_TIMEOUT", 15)
+# Seconds Apache keeps an idle client connection open for its next request; 0 closes each
+# connection after its answer. Off by default: when every worker thread of one Apache child is
+# busy, Apache's event MPM closes that child's idle keep-alive connections, and a client that
+# sends its next request at that instant gets "connection closed without response" (seen under
+# 64 concurrent clients). A request here takes tens of ms or more, a new loopback or LAN
+# connection a fraction of one, so reusing connections saves little.
+KEEP_ALIVE_TIMEOUT = env("KEEP_ALIVE_TIMEOUT", 0)
 # Where mod_wsgi-express keeps its generated configuration and logs.
 APACHE_SERVER_ROOT = env("APACHE_SERVER_ROOT", "")
 # A folder, writable by the web processes and emptied when Apache starts, where each daemon

@@ -30,6 +30,7 @@ args=(
   --processes "$WSGI_PROCESSES" --threads "$WSGI_THREADS"
   --request-timeout "$request_timeout"
   --queue-timeout "$WSGI_QUEUE_TIMEOUT"
+  --keep-alive-timeout "$KEEP_ALIVE_TIMEOUT"
   --limit-request-body "$body_limit"
   # Start every Apache child up front: children spawned and reaped as load swings close their
   # keep-alive connections, and a client reusing one then sees "connection closed without response".
