@@ -138,7 +138,10 @@ class ModelServer:
 
     def _reply_all(self, outbox: Queue) -> None:
         while (outcome := outbox.get()) is not None:
-            self.send(outcome)
+            try:
+                self.send(outcome)
+            except Exception:  # the replier must outlive one bad batch, or the model loop would block on the outbox
+                log.exception("batch %s: replying failed; its jobs will be taken over", outcome.batch_id)
 
     def _feed(self, handover: SimpleQueue, free_slot: threading.Semaphore, failure: list[BaseException]) -> None:
         """Claim batches for the model loop until stopped, then hand over None."""
