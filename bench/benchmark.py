@@ -41,8 +41,6 @@ from bench.timing import time_calls  # noqa: E402
 
 def measure_ceiling(model: Any, batch: int, seconds: float) -> dict[str, Any]:
     """Bare-model figures for one batch size: `LoadedModel.predict` = preprocessing + `predict_on_batch`."""
-    import numpy as np
-
     height, width = model.input_size
     pixels = np.random.default_rng(0).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
     times = time_calls(lambda: model.predict(pixels), seconds)
@@ -105,13 +103,13 @@ class Ceiling:
         self.process.wait(30)
 
 
-def bracket(measurements: list[dict[str, Any]], batch: int, phase: str) -> float:
-    """Bare images/s at `batch` around `phase`: the mean of the figures taken just before and just after it."""
+def bracket(measurements: list[dict[str, Any]], batch: int, phase: str, key: str = "images_per_s") -> float:
+    """A bare-model figure at `batch` around `phase`: the mean of those taken just before and just after it."""
     figures = [m for m in measurements if m["batch"] == batch]
     labels = [m["when"] for m in figures]
     after = labels.index(f"after {phase}") if f"after {phase}" in labels else len(figures)
     around = figures[max(0, after - 1):after + 1]
-    return sum(m["images_per_s"] for m in around) / len(around)
+    return sum(m[key] for m in around) / len(around)
 
 
 def sample_image(directory: Path) -> Path:
@@ -142,7 +140,7 @@ def server_figures(stack: Stack) -> dict[str, Any]:
         for size, count in server.get("batch_sizes", {}).items():
             sizes[int(size)] = sizes.get(int(size), 0) + count
         inference_s += server.get("inference", {}).get("sum", 0.0)
-    return {"batch_sizes": sizes, "inference_s": inference_s, "time": time.monotonic()}
+    return {"batch_sizes": sizes, "inference_s": inference_s}
 
 
 def since(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
@@ -184,8 +182,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import stress_test
     from helpers import Job, encode_job, new_request_id
 
-    env = {"MODEL": args.model, "MODEL_PRECISION": args.precision, "BATCH_SIZE": str(args.batch_size), "BATCH_WAIT_MS": str(args.batch_wait_ms),
-           "KEY_PREFIX": "bench", "HEARTBEAT_INTERVAL": "0.5", "LOG_LEVEL": "WARNING",
+    env = {"MODEL": args.model, "MODEL_PRECISION": args.precision, "BATCH_SIZE": str(args.batch_size),
+           "BATCH_WAIT_MS": str(args.batch_wait_ms), "KEY_PREFIX": "bench", "HEARTBEAT_INTERVAL": "0.5", "LOG_LEVEL": "WARNING",
            "WSGI_PROCESSES": str(args.processes), "WSGI_THREADS": str(args.threads),
            "MAX_QUEUE_LENGTH": "2000", "REQUEST_TIMEOUT": "60"}
     if args.weights:
@@ -217,7 +215,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             name = f"closed c={concurrency}"
             results["phases"].append(run_phase(stack, name, lambda c=concurrency: stress_test.run_closed_loop(
                 url, image, concurrency=c, duration=args.duration)))
-            for batch in sorted({1 if concurrency == 1 else args.batch_size, args.batch_size}):
+            # Batch 1 is the yardstick of the lone client only.
+            for batch in sorted({1, args.batch_size}) if concurrency == 1 else [args.batch_size]:
                 measure_bare(ceiling, batch, f"after {name}")
         results["web_rss_mb"] = web_daemon_rss_mb()
         if args.flood:
@@ -249,9 +248,7 @@ def table(results: dict[str, Any], batch_size: int) -> list[tuple[str, str, str,
     lone = phases.get("closed c=1")
     if lone:
         p50 = lone["latency_ms"]["p50"]
-        single = [m["ms_per_batch_p50"] for m in measurements
-                  if m["batch"] == 1 and m["when"] in ("start", "after closed c=1")]
-        single_ms = sum(single) / len(single)
+        single_ms = bracket(measurements, 1, "closed c=1", key="ms_per_batch_p50")
         rows.append(("c=1 p50 latency", f"{p50:.1f} ms", f"{single_ms:.1f} ms (bare, batch 1)",
                      f"{p50 - single_ms:+.1f} ms (target <= +10 ms)"))
     flood = phases.get("flood 500x0.05")

@@ -15,11 +15,11 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 PARTS = ("model server", "web daemons", "apache workers", "redis", "load generator", "other")
 
 
-def classify(pid: int, name: str, cmdline: str, model_server_pids: set[int]) -> str:
+def classify(pid: int, name: str, cmdline: str) -> str:
     """Which part of the system a process is."""
     if pid == os.getpid():
         return "load generator"
-    if pid in model_server_pids or "run_model_server.py" in cmdline:
+    if "run_model_server.py" in cmdline:
         return "model server"
     if cmdline.startswith("(wsgi:"):
         return "web daemons"  # mod_wsgi renames its daemon processes "(wsgi:GROUP)"
@@ -30,7 +30,7 @@ def classify(pid: int, name: str, cmdline: str, model_server_pids: set[int]) -> 
     return "other"
 
 
-def snapshot(model_server_pids: set[int] | None = None) -> dict[str, float]:
+def snapshot() -> dict[str, float]:
     """CPU seconds (user + system) used so far by each part, over every process on the machine."""
     totals = dict.fromkeys(PARTS, 0.0)
     for entry in Path("/proc").iterdir():
@@ -45,7 +45,7 @@ def snapshot(model_server_pids: set[int] | None = None) -> dict[str, float]:
         name = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
         seconds = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
-        totals[classify(int(entry.name), name, cmdline, model_server_pids or set())] += seconds
+        totals[classify(int(entry.name), name, cmdline)] += seconds
     return totals
 
 

@@ -50,12 +50,12 @@ def test_the_headline_pools_the_saturated_phases_rather_than_the_luckiest():
 
 
 def test_cpu_time_is_attributed_to_the_part_of_the_system_that_spent_it():
-    assert cpu.classify(os.getpid(), "python", "python bench/benchmark.py", set()) == "load generator"
-    assert cpu.classify(1234, "python", "/venv/bin/python run_model_server.py", set()) == "model server"
-    assert cpu.classify(1234, "apache2", "(wsgi:localhost:8000:0)", set()) == "web daemons"
-    assert cpu.classify(1234, "apache2", "/usr/sbin/apache2 -f httpd.conf", set()) == "apache workers"
-    assert cpu.classify(1234, "redis-server", "redis-server 127.0.0.1:6379", set()) == "redis"
-    assert cpu.classify(1234, "sshd", "sshd: root", set()) == "other"
+    assert cpu.classify(os.getpid(), "python", "python bench/benchmark.py") == "load generator"
+    assert cpu.classify(1234, "python", "/venv/bin/python run_model_server.py") == "model server"
+    assert cpu.classify(1234, "apache2", "(wsgi:localhost:8000:0)") == "web daemons"
+    assert cpu.classify(1234, "apache2", "/usr/sbin/apache2 -f httpd.conf") == "apache workers"
+    assert cpu.classify(1234, "redis-server", "redis-server 127.0.0.1:6379") == "redis"
+    assert cpu.classify(1234, "sshd", "sshd: root") == "other"
 
     before = cpu.snapshot()
     deadline = time.process_time() + 0.2
