@@ -4,6 +4,7 @@ Converted once per module into a temporary MODEL_CACHE_DIR (a few seconds on 2 c
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
@@ -83,10 +84,9 @@ def test_bfloat16_keeps_the_top_classes_of_float32(loaded: Any) -> None:
     # Measured: at most 0.009 apart on these two photographs, the same top-3.
     from models.precision import with_precision
 
-    fast = with_precision(loaded.model, "bfloat16")
+    fast = dataclasses.replace(loaded, model=with_precision(loaded.model, "bfloat16"), precision="bfloat16")
     photos = np.stack([_photo("chelsea"), _photo("coffee")])
-    exact = loaded.predict(photos)
-    received = np.asarray(fast.predict_on_batch(loaded.preprocess(photos)), dtype=np.float32)
+    exact, received = loaded.predict(photos), fast.predict(photos)
     for row_exact, row_fast in zip(exact, received):
         assert list(np.argsort(-row_fast)[:3]) == list(np.argsort(-row_exact)[:3])
     np.testing.assert_allclose(received, exact, atol=0.03)
