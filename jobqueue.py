@@ -1,4 +1,6 @@
-"""The queue protocol between the tiers, on Redis Streams with a consumer group.
+"""The queue operations between the tiers, on Redis Streams with a consumer group.
+
+The records and key names are protocol.py's; this module is how each tier moves them.
 
 Web tier: `submit` a job (refused when the queue is full), then `wait_result`, which blocks on
 that job's own result list with BLPOP. Model server: `claim` entries with XREADGROUP (each entry
@@ -12,29 +14,29 @@ queued or in flight, which is what MAX_QUEUE_LENGTH bounds.
 """
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import redis
 
-from helpers import Job, Keys, WireFormatError, decode_job, decode_result, encode_job, encode_result
+from protocol import Heartbeat, Job, Keys, ProtocolError, Result
 
 log = logging.getLogger(__name__)
 
 # Atomic "append unless full": a check then an XADD from the client could overshoot the bound
 # under concurrency. Returns the new entry id, or false when the queue is full.
-# With a marker TTL, the job's "pending" marker is set in the same step.
+# With a marker TTL, the job's "pending" marker (holding its deadline) is set in the same step.
 _SUBMIT_SCRIPT = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
     return false
 end
 if tonumber(ARGV[2]) > 0 then
-    redis.call('SET', KEYS[2], 'pending', 'PX', ARGV[2])
+    redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 end
-return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
 """
 
 
@@ -68,8 +70,8 @@ class JobQueue:
         With `pending_ttl` (seconds), the job is also marked pending for that long, so that
         `peek_result` can tell "not finished yet" from "unknown or expired".
         """
-        fields = encode_job(job)
-        args: list[Any] = [max_length, int(pending_ttl * 1000)]
+        fields = job.to_redis()
+        args: list[Any] = [max_length, int(pending_ttl * 1000), repr(job.deadline)]
         for name, value in fields.items():
             args.extend((name, value))
         entry_id = self._submit(keys=[self.keys.queue, self.keys.pending(job.id)], args=args)
@@ -77,21 +79,28 @@ class JobQueue:
             raise QueueFull()
         return entry_id
 
-    def wait_result(self, job_id: str, timeout: float) -> dict[str, Any] | None:
+    def wait_result(self, job_id: str, timeout: float) -> Result | None:
         """Block until the result of `job_id` arrives, at most `timeout` seconds; None on timeout."""
         # BLPOP takes whole milliseconds; a zero timeout would mean "forever".
         reply = self.redis.blpop([self.keys.result(job_id)], timeout=max(timeout, 0.001))
         if reply is None:
             return None
-        return decode_result(reply[1])
+        return _read_result(job_id, reply[1])
 
-    def peek_result(self, job_id: str) -> tuple[dict[str, Any] | None, bool]:
-        """(result, pending) of a job, without taking the result: it stays for RESULT_TTL."""
+    def forget_pending(self, job_id: str) -> None:
+        """Drop a job's pending marker: its request took the answer itself."""
+        self.redis.delete(self.keys.pending(job_id))
+
+    def peek_result(self, job_id: str) -> tuple[Result | None, float | None]:
+        """(result, deadline) of a job, without taking the result: it stays for RESULT_TTL.
+
+        The deadline is that of a job still marked pending, None for an unknown or expired job.
+        """
         pipe = self.redis.pipeline(transaction=False)
         pipe.lindex(self.keys.result(job_id), 0)
-        pipe.exists(self.keys.pending(job_id))
-        result, pending = pipe.execute()
-        return (decode_result(result) if result is not None else None), bool(pending)
+        pipe.get(self.keys.pending(job_id))
+        result, marker = pipe.execute()
+        return (_read_result(job_id, result) if result is not None else None), _deadline(marker)
 
     def length(self) -> int:
         """Images queued or in flight."""
@@ -141,7 +150,7 @@ class JobQueue:
             counts[entry_id] = int(pending[0]["times_delivered"]) if pending else 1
         return counts
 
-    def reply(self, answers: Sequence[tuple[Claimed, dict[str, Any]]], result_ttl: float) -> None:
+    def reply(self, answers: Sequence[tuple[Claimed, Result]], result_ttl: float) -> None:
         """Publish each job's result and acknowledge its entry, all in one transaction.
 
         One MULTI/EXEC means a server that dies here either answered and acknowledged
@@ -154,7 +163,7 @@ class JobQueue:
         for claimed, result in answers:
             if claimed.job is not None:
                 key = self.keys.result(claimed.job.id)
-                pipe.rpush(key, encode_result(result))
+                pipe.rpush(key, result.to_redis())
                 pipe.pexpire(key, ttl_ms)
         self._acknowledge(pipe, [claimed.entry_id for claimed, _ in answers])
         pipe.execute()
@@ -171,12 +180,16 @@ class JobQueue:
         pipe.xdel(self.keys.queue, *entry_ids)
 
     # --- heartbeats ---------------------------------------------------------------------
-    def heartbeat(self, name: str, info: dict[str, Any], ttl: float) -> None:
-        """Say that model server `name` is alive, with what it serves, for `ttl` seconds."""
-        now = time.time()
+    def heartbeat(self, beat: Heartbeat, ttl: float) -> None:
+        """Say that model server `beat.name` is alive, with what it serves, for `ttl` seconds.
+
+        Servers whose heartbeat is older than `ttl` died without leaving: they are forgotten here.
+        """
+        beat.seen = time.time()
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(self.keys.server(name), json.dumps({**info, "name": name, "seen": now}), px=int(ttl * 1000))
-        pipe.zadd(self.keys.servers, {name: now})
+        pipe.set(self.keys.server(beat.name), beat.to_redis(), px=int(ttl * 1000))
+        pipe.zadd(self.keys.servers, {beat.name: beat.seen})
+        pipe.zremrangebyscore(self.keys.servers, "-inf", beat.seen - ttl)
         pipe.execute()
 
     def remove_server(self, name: str) -> None:
@@ -186,23 +199,47 @@ class JobQueue:
         pipe.zrem(self.keys.servers, name)
         pipe.execute()
 
-    def live_servers(self, ttl: float) -> list[dict[str, Any]]:
-        """The model servers that sent a heartbeat within `ttl` seconds, with what they published."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zremrangebyscore(self.keys.servers, "-inf", time.time() - ttl)
-        pipe.zrange(self.keys.servers, 0, -1)
-        _, names = pipe.execute()
+    def live_servers(self, ttl: float) -> list[Heartbeat]:
+        """The model servers that sent a valid heartbeat within `ttl` seconds, with what they published."""
+        # Read-only: removing stale names is the model servers' job (the web user may not write there).
+        names = self.redis.zrangebyscore(self.keys.servers, time.time() - ttl, "+inf")
         if not names:
             return []
-        infos = self.redis.mget([self.keys.server(name.decode()) for name in names])
-        return [json.loads(info) for info in infos if info is not None]
+        records = self.redis.mget([self.keys.server(name.decode(errors="replace")) for name in names])
+        beats = []
+        for name, record in zip(names, records):
+            if record is None:
+                continue
+            try:
+                beats.append(Heartbeat.from_redis(record))
+            except ProtocolError as exc:
+                log.warning("ignoring an invalid heartbeat under %r: %s", name[:128], exc)
+        return beats
 
 
 def _claimed(entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> Claimed:
     try:
-        return Claimed(entry_id, decode_job(fields), deliveries)
-    except WireFormatError as exc:
+        return Claimed(entry_id, Job.from_redis(fields), deliveries)
+    except ProtocolError as exc:
         return Claimed(entry_id, None, deliveries, error=str(exc))
+
+
+def _read_result(job_id: str, data: bytes) -> Result:
+    try:
+        return Result.from_redis(data)
+    except ProtocolError as exc:
+        # Only a forged or corrupted record gets here: answer the client, do not trust it.
+        log.error("job %s: rejecting an invalid result record: %s", job_id, exc)
+        return Result(False, error="The model server's answer could not be read. Retry the request.", status=502)
+
+
+def _deadline(marker: bytes | None) -> float | None:
+    if marker is None:
+        return None
+    try:
+        return float(marker)
+    except ValueError:
+        return math.inf  # an old or foreign marker: pending, with no known deadline
 
 
 def queue_from_settings(config: Mapping[str, Any], read_timeout: float) -> JobQueue:

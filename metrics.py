@@ -12,7 +12,7 @@ Two sources, two mechanisms:
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator
 
 import settings
 
@@ -30,7 +30,7 @@ from prometheus_client import (  # noqa: E402
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily  # noqa: E402
 
-from helpers import INFERENCE_BUCKETS  # noqa: E402
+from protocol import INFERENCE_BUCKETS, Heartbeat  # noqa: E402
 
 __all__ = ["CONTENT_TYPE_LATEST", "observe_request", "render"]
 
@@ -74,35 +74,34 @@ class QueueCollector:
         yield GaugeMetricFamily("kras_queue_length", "Images queued or in flight.", value=self.queue.length())
         alive = GaugeMetricFamily("kras_model_servers_alive", "Model servers with a fresh heartbeat, by model.",
                                   labels=["model"])
-        for model in sorted({s.get("model", "") for s in servers}):
-            alive.add_metric([model], sum(1 for s in servers if s.get("model", "") == model))
+        for model in sorted({s.model for s in servers}):
+            alive.add_metric([model], sum(1 for s in servers if s.model == model))
         yield alive
         yield _batch_histogram(servers)
         yield _inference_histogram(servers)
         redelivered = CounterMetricFamily("kras_jobs_redelivered", "Jobs taken over from a model server that "
                                           "stopped answering, by the server that took them.", labels=["server"])
         for server in servers:
-            redelivered.add_metric([server["name"]], server.get("redelivered", 0))
+            redelivered.add_metric([server.name], server.redelivered)
         yield redelivered
 
 
-def _batch_histogram(servers: Iterable[Mapping[str, Any]]) -> HistogramMetricFamily:
+def _batch_histogram(servers: Iterable[Heartbeat]) -> HistogramMetricFamily:
     family = HistogramMetricFamily("kras_batch_size", "Images per model call, by model server.", labels=["server"])
     for server in servers:
-        sizes = {int(size): count for size, count in server.get("batch_sizes", {}).items()}
+        sizes = server.batch_sizes
         buckets = [(str(bound), sum(c for size, c in sizes.items() if size <= bound)) for bound in BATCH_BUCKETS]
         buckets.append(("+Inf", sum(sizes.values())))
-        family.add_metric([server["name"]], buckets, sum_value=sum(s * c for s, c in sizes.items()))
+        family.add_metric([server.name], buckets, sum_value=sum(s * c for s, c in sizes.items()))
     return family
 
 
-def _inference_histogram(servers: Iterable[Mapping[str, Any]]) -> HistogramMetricFamily:
+def _inference_histogram(servers: Iterable[Heartbeat]) -> HistogramMetricFamily:
     family = HistogramMetricFamily("kras_inference_duration_seconds", "Time of one model call (a batch), "
                                    "by model server.", labels=["server"])
     for server in servers:
-        published = server.get("inference", {})
-        counts = published.get("buckets", [0] * len(INFERENCE_BUCKETS))
-        buckets = [(str(bound), count) for bound, count in zip(INFERENCE_BUCKETS, counts)]
-        buckets.append(("+Inf", published.get("count", 0)))
-        family.add_metric([server["name"]], buckets, sum_value=published.get("sum", 0.0))
+        published = server.inference
+        buckets = [(str(bound), count) for bound, count in zip(INFERENCE_BUCKETS, published.buckets)]
+        buckets.append(("+Inf", published.count))
+        family.add_metric([server.name], buckets, sum_value=published.sum)
     return family

@@ -23,15 +23,19 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import metrics
 import settings
-from helpers import Job, configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
+from helpers import configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
 from imaging import ImageError, decode_image
 from jobqueue import JobQueue, QueueFull, queue_from_settings
 from openapi import build_spec
+from protocol import Heartbeat, Job, Result
 
 log = logging.getLogger("web")
 
 # A Redis read may block for the whole request timeout (BLPOP); allow that plus this margin.
 _READ_TIMEOUT_MARGIN = 5.0
+# Seconds past a pending job's deadline before GET /result calls it expired: a model server that
+# took it just before the deadline may still be answering.
+_EXPIRY_GRACE = 2.0
 
 
 class ServiceUnavailable(Exception):
@@ -46,10 +50,10 @@ class ModelMetadata:
         self._heartbeat_ttl = heartbeat_ttl
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
-        self._value: dict[str, Any] | None = None
+        self._value: Heartbeat | None = None
         self._expires = 0.0
 
-    def get(self) -> dict[str, Any]:
+    def get(self) -> Heartbeat:
         """Metadata of a live model server; ServiceUnavailable when none is running."""
         now = time.monotonic()
         with self._lock:
@@ -153,10 +157,11 @@ def ready() -> tuple[Response, int]:
     body = {
         "success": bool(servers),
         "ready": bool(servers),
-        "model": servers[0].get("model") if servers else None,
+        "model": servers[0].model if servers else None,
         "model_servers": [
-            {key: server.get(key) for key in ("name", "model", "host", "pid", "device", "batch_size", "seen")}
-            for server in servers
+            {"name": s.name, "model": s.model, "host": s.host, "pid": s.pid, "device": s.device,
+             "batch_size": s.batch_size, "seen": s.seen}
+            for s in servers
         ],
         "queue_length": queued,
     }
@@ -171,31 +176,34 @@ def predict() -> tuple[Response, int] | Response:
     top_k = _top_k(config)
     data = _upload_bytes()
     metadata = current_app.extensions["model_metadata"].get()
-    size = (int(metadata["input_height"]), int(metadata["input_width"]))
 
     decode_started = time.perf_counter()
-    pixels = decode_image(data, size, config["MAX_IMAGE_PIXELS"])
+    pixels = decode_image(data, metadata.input_size, config["MAX_IMAGE_PIXELS"])
     decode_ms = (time.perf_counter() - decode_started) * 1000
 
-    fetch_later = _wants_async()
+    wants_async = _wants_async()
+    sync_wait = config["SYNC_WAIT_MS"] / 1000
+    # With SYNC_WAIT_MS a plain request may turn into a job fetched later, so it lives as one:
+    # the queue answers it even if it expires there, and GET /result can say so.
+    fetch_later = wants_async or sync_wait > 0
     timeout = config["ASYNC_TIMEOUT"] if fetch_later else config["REQUEST_TIMEOUT"]
     job = Job(id=new_request_id(), pixels=pixels, top_k=top_k, deadline=time.time() + timeout,
               fetch_later=fetch_later, request_id=g.request_id)
-    sync_wait = config["SYNC_WAIT_MS"] / 1000
     # Jobs that may be fetched later are marked pending, so GET /result can tell "not yet" from "unknown".
-    pending_ttl = timeout + config["RESULT_TTL"] if fetch_later or sync_wait > 0 else 0
+    pending_ttl = timeout + config["RESULT_TTL"] if fetch_later else 0
     try:
         queue.submit(job, config["MAX_QUEUE_LENGTH"], pending_ttl=pending_ttl)
     except QueueFull:
         raise ServiceUnavailable(
             f"The queue is full ({config['MAX_QUEUE_LENGTH']} images waiting). Retry shortly."
         ) from None
-    if fetch_later:
+    if wants_async:
         return _accepted(job.id)
-    remaining = job.deadline - time.time()
-    answer = queue.wait_result(job.id, timeout=min(remaining, sync_wait) if sync_wait > 0 else remaining)
+    request_timeout = config["REQUEST_TIMEOUT"]
+    wait = min(sync_wait, request_timeout) if sync_wait > 0 else request_timeout
+    answer = queue.wait_result(job.id, timeout=wait)
     if answer is None:
-        if sync_wait > 0 and sync_wait < remaining:
+        if sync_wait > 0 and sync_wait < request_timeout:
             return _accepted(job.id)
         log.warning("request %s (job %s): no answer within %.1f s", g.request_id, job.id, config["REQUEST_TIMEOUT"])
         return _error(
@@ -203,8 +211,10 @@ def predict() -> tuple[Response, int] | Response:
             f"No answer from the model within {config['REQUEST_TIMEOUT']:g} s. "
             "The service is overloaded or no model server is running; retry later.",
         )
+    if fetch_later:
+        queue.forget_pending(job.id)  # answered here: GET /result must not say pending for ever
     response = _answer(answer)
-    timing = {"decode": decode_ms, **answer.get("timing", {})}
+    timing = {"decode": decode_ms, **answer.timing}
     timing["total"] = (time.perf_counter() - g.started) * 1000
     response[0].headers["Server-Timing"] = _server_timing(timing)
     return response
@@ -212,10 +222,13 @@ def predict() -> tuple[Response, int] | Response:
 
 def result(job_id: str) -> tuple[Response, int]:
     queue: JobQueue = current_app.extensions["jobqueue"]
-    answer, pending = queue.peek_result(job_id) if is_valid_job_id(job_id) else (None, False)
+    answer, deadline = queue.peek_result(job_id) if is_valid_job_id(job_id) else (None, None)
     if answer is not None:
         return _answer(answer)
-    if pending:
+    if deadline is not None and time.time() > deadline + _EXPIRY_GRACE:
+        # Past its deadline and no model server answered (none running, or all overloaded).
+        return _error(504, "The job expired in the queue before a model server could take it. Submit it again.")
+    if deadline is not None:
         response = jsonify(success=True, id=job_id, status="pending", status_url=f"/result/{job_id}")
         response.headers["Retry-After"] = str(current_app.config["RETRY_AFTER_SECONDS"])
         return response, 202
@@ -239,13 +252,12 @@ def _accepted(job_id: str) -> tuple[Response, int]:
     return response, 202
 
 
-def _answer(answer: Mapping[str, Any]) -> tuple[Response, int]:
+def _answer(answer: Result) -> tuple[Response, int]:
     """The HTTP answer for a model server's result."""
-    if not answer.get("success"):
-        status = int(answer.get("status", 500))
-        log.error("request %s: model server answered %d: %s", g.request_id, status, answer.get("error"))
-        return _error(status, answer.get("error", "The model failed."))
-    return jsonify(success=True, predictions=answer["predictions"]), 200
+    if not answer.success:
+        log.error("request %s: model server answered %d: %s", g.request_id, answer.status, answer.error)
+        return _error(answer.status, answer.error)
+    return jsonify(answer.as_response()), 200
 
 
 def _top_k(config: Mapping[str, Any]) -> int:

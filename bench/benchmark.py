@@ -130,16 +130,12 @@ def web_daemon_rss_mb() -> list[float]:
 
 def server_figures(stack: Stack) -> dict[str, Any]:
     """What the model servers publish with their heartbeats: batches run by size, inference seconds."""
-    from helpers import Keys
-    from jobqueue import JobQueue, connect
-
-    queue = JobQueue(connect(stack.redis.url, 1, 5), Keys(stack.env["KEY_PREFIX"], "image_queue"), "model_servers")
     sizes: dict[int, int] = {}
     inference_s = 0.0
-    for server in queue.live_servers(ttl=10):
-        for size, count in server.get("batch_sizes", {}).items():
-            sizes[int(size)] = sizes.get(int(size), 0) + count
-        inference_s += server.get("inference", {}).get("sum", 0.0)
+    for server in stack.queue().live_servers(ttl=10):
+        for size, count in server.batch_sizes.items():
+            sizes[size] = sizes.get(size, 0) + count
+        inference_s += server.inference.sum
     return {"batch_sizes": sizes, "inference_s": inference_s}
 
 
@@ -180,7 +176,8 @@ def measure_bare(ceiling: Ceiling, batch: int, label: str) -> None:
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import stress_test
-    from helpers import Job, encode_job, new_request_id
+    from helpers import new_request_id
+    from protocol import Job
 
     env = {"MODEL": args.model, "MODEL_PRECISION": args.precision, "BATCH_SIZE": str(args.batch_size),
            "BATCH_WAIT_MS": str(args.batch_wait_ms), "KEY_PREFIX": "bench", "HEARTBEAT_INTERVAL": "0.5", "LOG_LEVEL": "WARNING",
@@ -198,7 +195,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     height, width = ceiling.info["input_size"]
     job = Job(id=new_request_id(), pixels=np.zeros((height, width, 3), np.uint8), top_k=5, deadline=time.time(),
               request_id=new_request_id())
-    queued_bytes = sum(len(k) + len(v) for k, v in encode_job(job).items())
+    queued_bytes = sum(len(k) + len(v) for k, v in job.to_redis().items())
     results: dict[str, Any] = {"settings": env, "bare": {**ceiling.info, "measurements": ceiling.measurements},
                                "queued_bytes_per_image": queued_bytes, "phases": []}
     try:

@@ -12,10 +12,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import redis
 import requests
+
+if TYPE_CHECKING:
+    from jobqueue import JobQueue
 
 PROJECT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = PROJECT / ".venv" / "bin" / "python"
@@ -119,6 +122,15 @@ class Stack:
             return requests.get(f"{self.url}/ready", timeout=2).status_code == 200
         except requests.RequestException:
             return False
+
+    def queue(self) -> "JobQueue":
+        """The stack's job queue, as its tiers see it (for assertions on Redis state)."""
+        from jobqueue import queue_from_settings
+        from run_model_server import settings_dict
+
+        names = ("KEY_PREFIX", "QUEUE_NAME", "CONSUMER_GROUP")
+        config = {**settings_dict(), **{k: self.env[k] for k in names if k in self.env}, "REDIS_URL": self.redis.url}
+        return queue_from_settings(config, read_timeout=10.0)
 
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")

@@ -64,7 +64,7 @@ def test_a_slow_synchronous_request_turns_into_a_job_with_sync_wait_ms(make_clie
 
     from run_model_server import ModelServer
 
-    ModelServer(heartbeat_only, tiny_model, web_config).serve_once()  # a model server arrives
+    ModelServer(heartbeat_only, tiny_model, web_config).run(burst=True)  # a model server arrives
     assert_predictions(client.get(status_url).get_json(), 5)
 
 
@@ -75,6 +75,39 @@ def test_an_async_job_that_expires_in_the_queue_is_answered_504(make_client, hea
 
     from run_model_server import ModelServer
 
-    ModelServer(heartbeat_only, tiny_model, web_config).serve_once()
+    ModelServer(heartbeat_only, tiny_model, web_config).run(burst=True)
     body = assert_json_error(client.get(status_url), 504)
     assert "expired" in body["error"]
+
+
+def test_a_sync_wait_job_that_expires_in_the_queue_is_answered_504_not_left_pending(
+        make_client, heartbeat_only, web_config, tiny_model):
+    # SYNC_WAIT_MS turned the request into a job; its queue time (ASYNC_TIMEOUT) runs out
+    # before a model server comes: the server that finally comes must say so.
+    client = make_client(SYNC_WAIT_MS=100, ASYNC_TIMEOUT=0.3)
+    response = client.post("/predict", data=png_bytes(6), content_type="image/png")
+    assert response.status_code == 202
+    status_url = response.get_json()["status_url"]
+    time.sleep(0.4)
+
+    from run_model_server import ModelServer
+
+    ModelServer(heartbeat_only, tiny_model, web_config).run(burst=True)
+    body = assert_json_error(client.get(status_url), 504)
+    assert "expired" in body["error"]
+
+
+def test_a_job_past_its_deadline_with_no_model_server_at_all_is_answered_504(make_client, heartbeat_only):
+    client = make_client(SYNC_WAIT_MS=100, ASYNC_TIMEOUT=0.2)
+    status_url = client.post("/predict", data=png_bytes(7), content_type="image/png").get_json()["status_url"]
+    assert client.get(status_url).status_code == 202  # still within its time
+    time.sleep(0.2 + 2.1)  # its deadline, plus the grace a late model server gets
+    body = assert_json_error(client.get(status_url), 504)
+    assert "expired" in body["error"]
+
+
+def test_a_sync_wait_request_answered_in_time_is_a_plain_200(make_client, model_server):
+    client = make_client(SYNC_WAIT_MS=5000)
+    response = client.post("/predict", data=png_bytes(8), content_type="image/png")
+    assert response.status_code == 200
+    assert_predictions(response.get_json(), 5)

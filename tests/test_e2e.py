@@ -20,7 +20,6 @@ import requests
 from PIL import Image
 
 from bench.stack import PROJECT, Stack, wait_until
-from helpers import Keys
 from hostile_inputs import AWKWARD_IMAGES, HOSTILE_UPLOADS
 from imaging import decode_image
 
@@ -135,7 +134,7 @@ def test_timeout_then_full_queue_then_recovery(stack):
         assert 2.5 <= time.monotonic() - started < 6
 
         client = redis.Redis.from_url(stack.redis.url)
-        queue_key = Keys(PREFIX, "image_queue").queue
+        queue_key = stack.queue().keys.queue
         while client.xlen(queue_key) < LIMITS["MAX_QUEUE_LENGTH"]:
             client.xadd(queue_key, {"v": "1", "id": "filler"})
         full = predict(stack, png_bytes(5))

@@ -18,7 +18,6 @@ import redis
 
 import stress_test
 from bench.stack import Stack, wait_until
-from helpers import Keys
 
 pytestmark = pytest.mark.faults
 
@@ -53,22 +52,20 @@ def report(name: str, summary: dict[str, Any], twice: int) -> dict[str, int]:
 def results_left(stack: Stack) -> int:
     """Result keys nobody collected: after a flood whose clients all got answers, each is a
     second answer to a request that was already answered."""
-    client = redis.Redis.from_url(stack.redis.url)
-    return sum(1 for _ in client.scan_iter(match=f"{PREFIX}:result:*", count=1000))
+    queue = stack.queue()
+    return sum(1 for _ in queue.redis.scan_iter(match=queue.keys.all_results, count=1000))
 
 
-def holds_claims(client: redis.Redis, consumer: str) -> bool:
+def holds_claims(stack: Stack, consumer: str) -> bool:
     """Whether `consumer` has claimed images it has not answered yet."""
-    pending = client.xpending(Keys(PREFIX, "image_queue").queue, "model_servers")
+    queue = stack.queue()
+    pending = queue.redis.xpending(queue.keys.queue, queue.group)
     return any(c["name"] == consumer.encode() and c["pending"] > 0 for c in pending["consumers"] or [])
 
 
 def served_by(stack: Stack) -> Counter:
     """Batches each live model server ran, from their heartbeats."""
-    from jobqueue import JobQueue, connect
-
-    queue = JobQueue(connect(stack.redis.url, 1, 5), Keys(PREFIX, "image_queue"), "model_servers")
-    return Counter({s["name"]: sum(s.get("batch_sizes", {}).values()) for s in queue.live_servers(ttl=10)})
+    return Counter({s.name: sum(s.batch_sizes.values()) for s in stack.queue().live_servers(ttl=10)})
 
 
 def flood_while(stack: Stack, image: Path, fault, requests_total: int = 150, interval: float = 0.02) -> dict:
@@ -88,10 +85,8 @@ def flood_while(stack: Stack, image: Path, fault, requests_total: int = 150, int
 def test_sigkill_mid_flood_loses_nothing(tmp_path, slow_model_files, image_file):
     stack = start_stack(tmp_path, slow_model_files, servers=2)
     try:
-        client = redis.Redis.from_url(stack.redis.url)
-
         def kill_while_it_holds_a_batch() -> None:
-            wait_until(lambda: holds_claims(client, "model_server"), 10, "model_server to claim a batch")
+            wait_until(lambda: holds_claims(stack, "model_server"), 10, "model_server to claim a batch")
             stack.signal("model_server", signal.SIGKILL)
 
         summary = flood_while(stack, image_file, kill_while_it_holds_a_batch)
@@ -166,11 +161,11 @@ def test_timeouts_leave_nothing_behind(tmp_path, slow_model_files, image_file):
             stack.signal("model_server", signal.SIGCONT)
         figures = report("sigstop storm", summary, 0)
         assert summary["failures"] == {"504": 60} and figures["lost"] == 0
-        queue_key = Keys(PREFIX, "image_queue").queue
+        queue_key = stack.queue().keys.queue
         # The model server skips every expired request instead of answering into the void.
         wait_until(lambda: client.xlen(queue_key) == 0, 10, "the expired requests to be dropped")
         time.sleep(2.5)  # RESULT_TTL
-        assert list(client.scan_iter(match=f"{PREFIX}:result:*")) == []
+        assert list(client.scan_iter(match=stack.queue().keys.all_results)) == []
         assert client.info("memory")["used_memory"] < baseline + 512 * 1024
     finally:
         stack.stop()

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from helpers import Job, Keys
 from jobqueue import JobQueue, connect
+from protocol import Job, Keys
 from run_model_server import ModelServer, top_predictions
 
 
@@ -36,16 +36,17 @@ def test_one_batch_answers_each_job_with_the_models_own_output(queue, tiny_model
     for job in jobs:
         queue.submit(job, max_length=100)
 
-    assert server.serve_once() == 3
+    server.run(burst=True)
 
     expected = tiny_model.predict(np.stack([job.pixels for job in jobs]))
     for job, row in zip(jobs, expected):
         result = queue.wait_result(job.id, timeout=1)
-        assert result["success"] is True
-        got = {p["label"]: p["probability"] for p in result["predictions"]}
+        assert result.success is True
+        got = {p.label: p.probability for p in result.predictions}
         assert got == pytest.approx({label: float(p) for label, p in zip(tiny_model.labels, row)}, abs=1e-6)
-        assert result["timing"]["batch"] == 3
-        assert result["timing"]["inference"] > 0
+        assert result.timing["batch"] == 3
+        assert result.timing["inference"] > 0
+        assert result.model == tiny_model.name
     assert queue.length() == 0
 
 
@@ -53,8 +54,8 @@ def test_a_batch_never_exceeds_batch_size(queue, tiny_model, server_config):
     server = ModelServer(queue, tiny_model, server_config, name="ms-1")
     for n in range(6):
         queue.submit(random_job(n), max_length=100)
-    assert len(server.next_batch()) == 4
-    assert len(server.next_batch()) == 2
+    assert len(server.claimer.next_batch()) == 4
+    assert len(server.claimer.next_batch()) == 2
 
 
 def test_a_full_batch_runs_without_waiting_for_the_window(queue, tiny_model, server_config):
@@ -62,7 +63,7 @@ def test_a_full_batch_runs_without_waiting_for_the_window(queue, tiny_model, ser
     for n in range(4):
         queue.submit(random_job(n), max_length=100)
     started = time.monotonic()
-    assert len(server.next_batch()) == 4
+    assert len(server.claimer.next_batch()) == 4
     assert time.monotonic() - started < 1.0
 
 
@@ -78,7 +79,7 @@ def test_the_window_gathers_jobs_that_arrive_after_the_first(queue, tiny_model, 
     sender = threading.Thread(target=late_arrivals)
     sender.start()
     started = time.monotonic()
-    batch = server.next_batch()
+    batch = server.claimer.next_batch()
     elapsed = time.monotonic() - started
     sender.join()
     assert [c.job.id for c in batch] == ["job-0", "job-1", "job-2"]
@@ -90,8 +91,8 @@ def test_jobs_past_their_deadline_are_dropped_unanswered(queue, tiny_model, serv
     server = ModelServer(queue, tiny_model, server_config, name="ms-1")
     queue.submit(random_job(0, seconds=-1), max_length=100)
     queue.submit(random_job(1), max_length=100)
-    server.serve_once()
-    assert queue.wait_result("job-1", timeout=1)["success"] is True
+    server.run(burst=True)
+    assert queue.wait_result("job-1", timeout=1).success is True
     assert queue.wait_result("job-0", timeout=0.1) is None
     assert queue.length() == 0
 
@@ -117,27 +118,28 @@ def test_a_failing_batch_answers_every_job_with_an_error_and_serving_goes_on(que
     server = ModelServer(queue, ExplodingModel(tiny_model, failures=1), server_config, name="ms-1")
     for n in range(3):
         queue.submit(random_job(n), max_length=100)
-    server.serve_once()
+    server.run(burst=True)
     for n in range(3):
         result = queue.wait_result(f"job-{n}", timeout=1)
-        assert result["success"] is False
-        assert result["status"] == 500
-        assert "simulated out-of-memory" in result["error"] and "ms-1#1" in result["error"]
-    assert "ms-1#1" in caplog.text
+        assert result.success is False
+        assert result.status == 500
+        assert "ms-1#1" in result.error
+        assert "out-of-memory" not in result.error  # internals stay in the log
+    assert "ms-1#1" in caplog.text and "simulated out-of-memory" in caplog.text
 
     queue.submit(random_job(9), max_length=100)
-    server.serve_once()
-    assert queue.wait_result("job-9", timeout=1)["success"] is True
+    server.run(burst=True)
+    assert queue.wait_result("job-9", timeout=1).success is True
 
 
 def test_an_image_prepared_for_another_input_size_is_answered_503(queue, tiny_model, server_config):
     server = ModelServer(queue, tiny_model, server_config, name="ms-1")
     queue.submit(random_job(0, size=(64, 64)), max_length=100)
     queue.submit(random_job(1), max_length=100)
-    server.serve_once()
+    server.run(burst=True)
     stale = queue.wait_result("job-0", timeout=1)
-    assert stale["success"] is False and stale["status"] == 503
-    assert queue.wait_result("job-1", timeout=1)["success"] is True
+    assert stale.success is False and stale.status == 503
+    assert queue.wait_result("job-1", timeout=1).success is True
 
 
 def test_a_job_abandoned_by_a_dead_server_is_answered_by_another(queue, tiny_model, server_config):
@@ -145,9 +147,9 @@ def test_a_job_abandoned_by_a_dead_server_is_answered_by_another(queue, tiny_mod
     queue.claim("dead-server", count=1, block_ms=100)  # claimed, then the server "died"
     time.sleep(0.15)
     survivor = ModelServer(queue, tiny_model, server_config, name="survivor")
-    survivor.serve_once()
+    survivor.run(burst=True)
     result = queue.wait_result("job-0", timeout=1)
-    assert result["success"] is True
+    assert result.success is True
     assert queue.length() == 0
 
 
@@ -158,20 +160,20 @@ def test_a_job_that_keeps_killing_its_servers_is_answered_with_an_error(queue, t
     queue.reclaim("dead-2", min_idle_ms=100, count=1)  # delivery 2, and that one died too
     time.sleep(0.15)
     survivor = ModelServer(queue, tiny_model, server_config, name="survivor")
-    survivor.serve_once()  # delivery 3 > MAX_DELIVERIES=2
+    survivor.run(burst=True)  # delivery 3 > MAX_DELIVERIES=2
     result = queue.wait_result("job-0", timeout=1)
-    assert result["success"] is False and result["status"] == 422
-    assert "attempted 3 times" in result["error"]
+    assert result.success is False and result.status == 422
+    assert "attempted 3 times" in result.error
 
 
 def test_the_heartbeat_publishes_the_models_metadata(queue, tiny_model, server_config):
     server = ModelServer(queue, tiny_model, server_config, name="ms-1")
-    server.serve_once()
+    server.announce()
     [live] = queue.live_servers(ttl=5)
-    assert live["name"] == "ms-1"
-    assert live["model"] == tiny_model.name
-    assert (live["input_height"], live["input_width"]) == (32, 32)
-    assert live["device"].endswith("CPU") or "GPU" in live["device"] or "cuda" in live["device"]
+    assert live.name == "ms-1"
+    assert live.model == tiny_model.name
+    assert live.input_size == (32, 32)
+    assert live.classes == len(tiny_model.labels)
 
 
 def test_stop_finishes_and_leaves_the_live_list(queue, tiny_model, server_config):
@@ -180,8 +182,8 @@ def test_stop_finishes_and_leaves_the_live_list(queue, tiny_model, server_config
     runner.start()
     try:
         queue.submit(random_job(0), max_length=100)
-        assert queue.wait_result("job-0", timeout=5)["success"] is True
-        assert [s["name"] for s in queue.live_servers(ttl=5)] == ["ms-1"]
+        assert queue.wait_result("job-0", timeout=5).success is True
+        assert [s.name for s in queue.live_servers(ttl=5)] == ["ms-1"]
     finally:
         server.stop()
         runner.join(5)
@@ -189,10 +191,32 @@ def test_stop_finishes_and_leaves_the_live_list(queue, tiny_model, server_config
     assert queue.live_servers(ttl=5) == []
 
 
+def test_a_burst_drains_the_queue_then_returns_and_leaves(queue, tiny_model, server_config):
+    server = ModelServer(queue, tiny_model, server_config, name="ms-1")
+    for n in range(10):
+        queue.submit(random_job(n), max_length=100)
+    server.run(burst=True)
+    assert queue.length() == 0
+    assert sum(size * count for size, count in server.batch_sizes.items()) == 10
+    assert queue.live_servers(ttl=5) == []
+
+
+def test_a_hostile_entry_in_the_queue_is_dropped_and_serving_goes_on(queue, tiny_model, server_config, caplog):
+    server = ModelServer(queue, tiny_model, server_config, name="ms-1")
+    fields = random_job(0).to_redis()
+    fields["top_k"] = b"-5000"
+    queue.redis.xadd(queue.keys.queue, fields)
+    queue.submit(random_job(1), max_length=100)
+    server.run(burst=True)
+    assert queue.wait_result("job-1", timeout=1).success is True
+    assert "top_k -5000" in caplog.text
+    assert queue.length() == 0
+
+
 def test_top_predictions_are_sorted_and_cut_to_k():
     probabilities = np.array([0.1, 0.5, 0.05, 0.3, 0.05], dtype=np.float32)
     labels = ["a", "b", "c", "d", "e"]
-    assert [p["label"] for p in top_predictions(probabilities, labels, 3)] == ["b", "d", "a"]
+    assert [p.label for p in top_predictions(probabilities, labels, 3)] == ["b", "d", "a"]
     assert len(top_predictions(probabilities, labels, 20)) == 5
 
 
@@ -204,22 +228,22 @@ def test_run_overlaps_claiming_with_inference_and_answers_each_job_once(queue, t
         for n in range(24):
             queue.submit(random_job(n), max_length=100)
         for n in range(24):
-            assert queue.wait_result(f"job-{n}", timeout=5)["success"] is True
+            assert queue.wait_result(f"job-{n}", timeout=5).success is True
     finally:
         server.stop()
         runner.join(5)
     assert sum(size * count for size, count in server.batch_sizes.items()) == 24
     assert max(server.batch_sizes) <= 4
-    assert not list(queue.redis.scan_iter(match=queue.keys.result("*")))  # no second answers
+    assert not list(queue.redis.scan_iter(match=queue.keys.all_results))  # no second answers
 
 
 def test_a_batch_that_waited_for_the_model_is_topped_up_with_later_arrivals(queue, tiny_model, server_config):
     server = ModelServer(queue, tiny_model, server_config, name="ms-1")
     queue.submit(random_job(0), max_length=100)
-    waiting = server.next_batch()
+    waiting = server.claimer.next_batch()
     for n in range(1, 6):
         queue.submit(random_job(n), max_length=100)
-    assert [c.job.id for c in server._top_up(waiting)] == ["job-0", "job-1", "job-2", "job-3"]
+    assert [c.job.id for c in server.claimer.top_up(waiting)] == ["job-0", "job-1", "job-2", "job-3"]
 
 
 def test_a_stop_answers_every_claimed_job_even_those_still_being_replied_to(queue, tiny_model, server_config):
@@ -238,7 +262,7 @@ def test_a_stop_answers_every_claimed_job_even_those_still_being_replied_to(queu
         queue.submit(random_job(n), max_length=100)
     runner = threading.Thread(target=server.run)
     runner.start()
-    assert queue.wait_result("job-0", timeout=5)["success"] is True
+    assert queue.wait_result("job-0", timeout=5).success is True
     server.stop()
     runner.join(5)
     assert not runner.is_alive()
@@ -246,6 +270,6 @@ def test_a_stop_answers_every_claimed_job_even_those_still_being_replied_to(queu
     assert answered >= 1
     pending = queue.redis.xpending(queue.keys.queue, queue.group)["pending"]
     assert pending == 0  # nothing claimed was left unacknowledged
-    results = list(queue.redis.scan_iter(match=queue.keys.result("*")))
+    results = list(queue.redis.scan_iter(match=queue.keys.all_results))
     assert len(results) == answered - 1  # every answer but the one taken above is waiting in Redis
     assert queue.length() == 40 - answered  # and what was never claimed is still queued

@@ -63,10 +63,10 @@ sys.exit(1)
 # Run on the client host: what each live model server published in its heartbeat.
 LIVE_SERVERS = """
 import json, sys
-from helpers import Keys
-from jobqueue import JobQueue, connect
-queue = JobQueue(connect(sys.argv[1], 1.0, 5.0), Keys(sys.argv[2], "image_queue"), "model_servers")
-print(json.dumps(queue.live_servers(float(sys.argv[3]))))
+from jobqueue import queue_from_settings
+from run_model_server import settings_dict
+queue = queue_from_settings({**settings_dict(), "REDIS_URL": sys.argv[1], "KEY_PREFIX": sys.argv[2]}, 5.0)
+print(json.dumps({s.name: s.batch_sizes for s in queue.live_servers(float(sys.argv[3]))}))
 """
 
 
@@ -141,10 +141,9 @@ def test_flood_across_hosts_is_answered_by_both_model_servers(tmp_path, slow_mod
             time.sleep(1.0)  # two heartbeats, so the published batch counts are current
             probe = client.run([PYTHON, "-c", LIVE_SERVERS, redis_url, PREFIX, "3"], env, timeout=30)
             assert probe.returncode == 0, probe.stderr
-            servers = {s["name"]: s for s in json.loads(probe.stdout)}
-            images = {name: sum(int(size) * count for size, count in s.get("batch_sizes", {}).items())
-                      for name, s in servers.items()}
-            batches = {name: sum(s.get("batch_sizes", {}).values()) for name, s in servers.items()}
+            servers = json.loads(probe.stdout)
+            images = {name: sum(int(size) * count for size, count in sizes.items()) for name, sizes in servers.items()}
+            batches = {name: sum(sizes.values()) for name, sizes in servers.items()}
             print(f"\n[multihost] sent {summary['sent']}  ok {summary['ok']}  failures {summary['failures']}  "
                   f"images per server {images}  batches per server {batches}  "
                   f"p95 {summary['latency_ms']['p95'] if summary['latency_ms'] else None} ms")

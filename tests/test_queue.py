@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from helpers import Job, Keys
 from jobqueue import JobQueue, QueueFull, connect
+from protocol import Heartbeat, Job, Keys, Prediction, Result
 
 
 @pytest.fixture()
@@ -50,8 +50,8 @@ def test_claimed_but_unanswered_jobs_still_count_towards_the_bound(queue):
 def test_the_waiting_caller_gets_the_reply_and_the_entry_is_gone(queue):
     queue.submit(make_job(1), max_length=10)
     [claimed] = queue.claim("server-a", count=1, block_ms=100)
-    queue.reply([(claimed, {"success": True, "predictions": []})], result_ttl=5)
-    assert queue.wait_result("job-1", timeout=1) == {"success": True, "predictions": []}
+    queue.reply([(claimed, Result.ok([Prediction("cat", 0.5)], {}))], result_ttl=5)
+    assert queue.wait_result("job-1", timeout=1) == Result.ok([Prediction("cat", 0.5)], {})
     assert queue.length() == 0
     assert queue.redis.xpending(queue.keys.queue, queue.group)["pending"] == 0
 
@@ -59,7 +59,7 @@ def test_the_waiting_caller_gets_the_reply_and_the_entry_is_gone(queue):
 def test_a_result_nobody_collects_expires(queue):
     queue.submit(make_job(1), max_length=10)
     [claimed] = queue.claim("server-a", count=1, block_ms=100)
-    queue.reply([(claimed, {"success": True})], result_ttl=0.2)
+    queue.reply([(claimed, Result.ok([], {}))], result_ttl=0.2)
     assert 0 < queue.redis.pttl(queue.keys.result("job-1")) <= 200
     time.sleep(0.3)
     assert not queue.redis.exists(queue.keys.result("job-1"))
@@ -96,8 +96,8 @@ def test_jobs_of_a_dead_server_are_reclaimed_after_idle_time(queue):
     [taken] = queue.reclaim("survivor", min_idle_ms=100, count=8)
     assert taken.job.id == "job-1"
     assert taken.deliveries == 2
-    queue.reply([(taken, {"success": True})], result_ttl=5)
-    assert queue.wait_result("job-1", timeout=1) == {"success": True}
+    queue.reply([(taken, Result.ok([], {}))], result_ttl=5)
+    assert queue.wait_result("job-1", timeout=1).success is True
 
 
 def test_discard_acknowledges_without_answering(queue):
@@ -115,14 +115,45 @@ def test_an_unreadable_entry_is_claimed_with_its_error(queue):
     assert "malformed" in claimed.error
 
 
+def beat(name: str) -> Heartbeat:
+    return Heartbeat(name=name, model="tiny", input_height=32, input_width=32, classes=5)
+
+
 def test_heartbeats_list_live_servers_and_drop_silent_ones(queue):
-    queue.heartbeat("a", {"model": "tiny", "input_height": 32, "input_width": 32}, ttl=5)
-    queue.heartbeat("b", {"model": "tiny"}, ttl=0.2)
-    assert {s["name"] for s in queue.live_servers(ttl=5)} == {"a", "b"}
+    queue.heartbeat(beat("a"), ttl=5)
+    queue.heartbeat(beat("b"), ttl=0.2)
+    assert {s.name for s in queue.live_servers(ttl=5)} == {"a", "b"}
     time.sleep(0.3)
-    assert [s["name"] for s in queue.live_servers(ttl=5)] == ["a"]
+    assert [s.name for s in queue.live_servers(ttl=5)] == ["a"]
     queue.remove_server("a")
     assert queue.live_servers(ttl=5) == []
+
+
+def test_a_forged_heartbeat_is_ignored_not_trusted(queue, caplog):
+    queue.heartbeat(beat("good"), ttl=5)
+    queue.redis.set(queue.keys.server("evil"), b'{"name": "evil", "input_height": -1, "input_width": 10}')
+    queue.redis.zadd(queue.keys.servers, {"evil": time.time()})
+    assert [s.name for s in queue.live_servers(ttl=5)] == ["good"]
+    assert "invalid heartbeat" in caplog.text
+
+
+def test_a_forged_result_record_becomes_a_502_for_its_client(queue):
+    queue.redis.rpush(queue.keys.result("job-1"), b'{"success": true, "predictions": "all of them"}')
+    answer = queue.wait_result("job-1", timeout=1)
+    assert (answer.success, answer.status) == (False, 502)
+    assert "could not be read" in answer.error
+
+
+def test_a_pending_job_reports_its_deadline_until_answered(queue):
+    job = make_job(3)
+    queue.submit(job, max_length=10, pending_ttl=5)
+    assert queue.peek_result("job-3") == (None, job.deadline)
+    [claimed] = queue.claim("server-a", count=1, block_ms=100)
+    queue.reply([(claimed, Result.ok([], {}))], result_ttl=5)
+    result, _ = queue.peek_result("job-3")
+    assert result.success is True
+    assert queue.peek_result("job-3")[0] is not None  # peeking leaves it for the next ask
+    assert queue.peek_result("unknown") == (None, None)
 
 
 def test_jobs_queued_before_the_group_exists_are_served(redis_client, redis_server):

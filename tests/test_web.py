@@ -16,7 +16,7 @@ from PIL import Image
 
 from bench.stack import PROJECT, free_port
 from imaging import decode_image
-from web_fixtures import SERVER_NAME, make_queue
+from web_fixtures import SERVER_NAME, heartbeat_of, make_queue
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -225,7 +225,7 @@ def test_no_model_server_is_a_503_with_retry_after(client, redis_client):
 
 def test_an_expired_heartbeat_does_not_count_as_a_model_server(make_client, web_config, tiny_model, redis_client):
     queue = make_queue(web_config)
-    queue.heartbeat(SERVER_NAME, tiny_model.metadata(), ttl=0.2)
+    queue.heartbeat(heartbeat_of(tiny_model), ttl=0.2)
     time.sleep(0.3)
     client = make_client(HEARTBEAT_TTL=0.2)
     assert_json_error(post_image(client, png_bytes()), 503)
@@ -338,8 +338,7 @@ def test_the_web_module_does_not_import_tensorflow_or_keras():
 
 def test_metrics_count_requests_and_publish_the_model_servers_figures(client, model_server):
     assert post_image(client, png_bytes(1)).status_code == 200
-    model_server._next_heartbeat = 0  # publish the figures of that batch now
-    model_server._heartbeat_if_due()
+    model_server.announce()  # publish the figures of that batch now
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.mimetype == "text/plain"

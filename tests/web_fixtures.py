@@ -9,6 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from jobqueue import JobQueue, queue_from_settings
+from protocol import Heartbeat
 from run_model_server import ModelServer
 from run_web_server import create_app
 
@@ -30,6 +31,12 @@ def web_config(config) -> dict[str, Any]:
     }
 
 
+def heartbeat_of(model, name: str = SERVER_NAME) -> Heartbeat:
+    """The heartbeat a model server serving `model` publishes."""
+    return Heartbeat(name=name, model=model.name, input_height=model.input_size[0],
+                     input_width=model.input_size[1], classes=len(model.labels))
+
+
 def make_queue(config: dict[str, Any]) -> JobQueue:
     queue = queue_from_settings(config, read_timeout=config["QUEUE_BLOCK_MS"] / 1000 + 5.0)
     queue.ensure_group()
@@ -38,27 +45,24 @@ def make_queue(config: dict[str, Any]) -> JobQueue:
 
 @pytest.fixture()
 def model_server(web_config, tiny_model, redis_client) -> Iterator[ModelServer]:
-    """A real ModelServer serving the tiny model from a background thread until teardown."""
+    """A real ModelServer serving the tiny model with its production run loop, from a thread."""
     server = ModelServer(make_queue(web_config), tiny_model, web_config)
     server.warm_up()
-    server._heartbeat_if_due()  # visible to the web tier before the first request
-    stop = threading.Event()
+    server.announce()  # visible to the web tier before the first request
     errors: list[BaseException] = []
 
     def serve() -> None:
         try:
-            while not stop.is_set():
-                server.serve_once()
+            server.run()
         except BaseException as exc:  # surfaced at teardown
             errors.append(exc)
 
     thread = threading.Thread(target=serve, name="model-server", daemon=True)
     thread.start()
     yield server
-    stop.set()
+    server.stop()
     thread.join(timeout=10)
     assert not thread.is_alive(), "the model server thread did not stop"
-    server.queue.remove_server(server.name)
     assert not errors, f"the model server failed: {errors[0]!r}"
 
 
@@ -66,7 +70,7 @@ def model_server(web_config, tiny_model, redis_client) -> Iterator[ModelServer]:
 def heartbeat_only(web_config, tiny_model, redis_client) -> JobQueue:
     """A model server's heartbeat in Redis, but nobody consuming the queue."""
     queue = make_queue(web_config)
-    queue.heartbeat(SERVER_NAME, tiny_model.metadata(), ttl=30)
+    queue.heartbeat(heartbeat_of(tiny_model), ttl=30)
     return queue
 
 
