@@ -269,6 +269,110 @@ def _timing(raw: Any) -> dict[str, float]:
     return {k: float(v) for k, v in raw.items()}
 
 
+# --- model contracts --------------------------------------------------------------------------
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_VERSION = re.compile(r"[0-9]{1,9}")
+RESIZE_POLICIES = ("center_crop", "squash", "letterbox")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+NORMALIZATIONS = ("raw", "unit", "tf", "torch", "caffe", "mean_std")
+CHANNEL_ORDERS = ("RGB", "BGR")
+MODEL_STATES = ("loading", "ready", "draining")
+
+
+def is_valid_model_name(value: str) -> bool:
+    """Whether `value` may name a model in URLs, keys and metric labels."""
+    return isinstance(value, str) and _MODEL_NAME.fullmatch(value) is not None
+
+
+def is_valid_version(value: str) -> bool:
+    """Versions are folder names of decimal digits, compared as numbers ("10" after "9")."""
+    return isinstance(value, str) and _VERSION.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """What a model declares about its input and output: all the web tier needs to prepare an image.
+
+    Geometry (the web tier applies it to the decoded photo, producing uint8 RGB pixels of
+    input_height x input_width): `resize` is "center_crop" (scale the shorter side to
+    side / crop_fraction, then cut the centre), "squash" (scale each side to the input, ignoring
+    aspect) or "letterbox" (scale to fit, pad with `pad_value`). Normalisation (the model server
+    applies it to the whole batch): `normalization` with `mean`/`std` for "mean_std", after
+    reordering to `channel_order`.
+    """
+
+    name: str
+    version: str
+    input_height: int
+    input_width: int
+    classes: int
+    resize: str = "center_crop"
+    crop_fraction: float = 0.875
+    interpolation: str = "bilinear"
+    pad_value: int = 0
+    channel_order: str = "RGB"
+    normalization: str = "unit"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    max_batch_size: int = 8
+    max_wait_ms: int = 0
+    precision: str = "float32"
+
+    def __post_init__(self) -> None:
+        _validate_contract(self)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.input_height, self.input_width
+
+    def as_json(self) -> dict[str, Any]:
+        body = dataclass_as_dict(self)
+        body["mean"], body["std"] = list(self.mean), list(self.std)
+        return body
+
+    @classmethod
+    def from_json(cls, body: Any) -> "ModelContract":
+        """The contract in a heartbeat's JSON; ProtocolError if anything is missing or out of range."""
+        _check(isinstance(body, dict), "a model contract is not an object")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(body) - known
+        _check(not unknown, f"model contract has unknown fields {sorted(unknown)[:5]}")
+        values = dict(body)
+        for key in ("mean", "std"):
+            if key in values:
+                _check(isinstance(values[key], list) and len(values[key]) == 3, f"{key} is not 3 numbers")
+                values[key] = tuple(values[key])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ProtocolError(f"model contract incomplete: {exc}") from None
+
+
+def dataclass_as_dict(value: Any) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in value.__dataclass_fields__}
+
+
+def _validate_contract(c: ModelContract) -> None:
+    _check(is_valid_model_name(c.name), f"model name {str(c.name)[:80]!r} is not 1-64 of [A-Za-z0-9_.-]")
+    _check(is_valid_version(c.version), f"version {str(c.version)[:20]!r} is not a number of up to 9 digits")
+    for key, low, high in (("input_height", 1, MAX_SIDE), ("input_width", 1, MAX_SIDE), ("classes", 1, MAX_CLASSES),
+                           ("pad_value", 0, 255), ("max_batch_size", 1, MAX_BATCH_SIZE), ("max_wait_ms", 0, 60_000)):
+        value = getattr(c, key)
+        _check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+               f"{key} {value!r} is not an integer in {low}..{high}")
+    _check(c.resize in RESIZE_POLICIES, f"resize {c.resize!r} is not one of {', '.join(RESIZE_POLICIES)}")
+    _check(c.interpolation in INTERPOLATIONS,
+           f"interpolation {c.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+    _check(c.normalization in NORMALIZATIONS,
+           f"normalization {c.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
+    _check(c.channel_order in CHANNEL_ORDERS, f"channel_order {c.channel_order!r} is not RGB or BGR")
+    _check(_is_finite_number(c.crop_fraction) and 0.05 <= c.crop_fraction <= 1.0,
+           f"crop_fraction {c.crop_fraction!r} is not a number in 0.05..1")
+    _check(all(_is_finite_number(v) for v in (*c.mean, *c.std)) and all(v != 0 for v in c.std),
+           "mean and std must be finite numbers, std non-zero")
+    _check(isinstance(c.precision, str) and len(c.precision) <= 32, "precision is not a short string")
+
+
 # --- heartbeats -------------------------------------------------------------------------------
 @dataclass
 class InferenceFigures:
