@@ -48,6 +48,7 @@ class Claimed:
     job: Job | None
     deliveries: int = 1
     error: str = ""
+    queue: "JobQueue | None" = None  # the model version's queue it was claimed from
 
 
 class QueueFull(Exception):
@@ -55,13 +56,31 @@ class QueueFull(Exception):
 
 
 class JobQueue:
-    """One named image queue on one Redis connection."""
+    """The queue protocol on one Redis connection, bound to the stream of one model version.
 
-    def __init__(self, connection: redis.Redis, keys: Keys, group: str) -> None:
+    Results and heartbeats are shared by every model; `for_model` gives the queue of another
+    model version on the same connection. An unbound queue (no model) serves only the shared parts.
+    """
+
+    def __init__(self, connection: redis.Redis, keys: Keys, group: str, model: str = "", version: str = "") -> None:
         self.redis = connection
         self.keys = keys
         self.group = group
+        self.model = model
+        self.version = version
+        self._stream = keys.queue(model, version) if model else ""
         self._submit = connection.register_script(_SUBMIT_SCRIPT)
+
+    def for_model(self, model: str, version: str) -> "JobQueue":
+        """The queue of `model` version `version`, on this connection."""
+        return JobQueue(self.redis, self.keys, self.group, model, version)
+
+    @property
+    def stream(self) -> str:
+        """This model version's stream key."""
+        if not self._stream:
+            raise ValueError("this JobQueue is not bound to a model version; use queue.for_model(name, version)")
+        return self._stream
 
     # --- web tier -----------------------------------------------------------------------
     def submit(self, job: Job, max_length: int, pending_ttl: float = 0) -> bytes:
@@ -74,7 +93,7 @@ class JobQueue:
         args: list[Any] = [max_length, int(pending_ttl * 1000), repr(job.deadline)]
         for name, value in fields.items():
             args.extend((name, value))
-        entry_id = self._submit(keys=[self.keys.queue, self.keys.pending(job.id)], args=args)
+        entry_id = self._submit(keys=[self.stream, self.keys.pending(job.id)], args=args)
         if not entry_id:
             raise QueueFull()
         return entry_id
@@ -104,14 +123,14 @@ class JobQueue:
 
     def length(self) -> int:
         """Images queued or in flight."""
-        return int(self.redis.xlen(self.keys.queue))
+        return int(self.redis.xlen(self.stream))
 
     # --- model server -------------------------------------------------------------------
     def ensure_group(self) -> None:
         """Create the stream and consumer group if missing, starting from the oldest entry."""
         try:
             # Id 0, not $: images queued before the first model server started are served too.
-            self.redis.xgroup_create(self.keys.queue, self.group, id="0", mkstream=True)
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -122,30 +141,30 @@ class JobQueue:
         `block_ms=None` returns at once with whatever is there.
         """
         reply = self.redis.xreadgroup(
-            self.group, consumer, {self.keys.queue: ">"}, count=count, block=block_ms
+            self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
         )
         if not reply:
             return []
         _stream, entries = reply[0]
-        return [_claimed(entry_id, fields, 1) for entry_id, fields in entries]
+        return [_claimed(self, entry_id, fields, 1) for entry_id, fields in entries]
 
     def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Claimed]:
         """Take over up to `count` entries claimed by any consumer and idle for `min_idle_ms`."""
         reply = self.redis.xautoclaim(
-            self.keys.queue, self.group, consumer, min_idle_time=min_idle_ms, count=count
+            self.stream, self.group, consumer, min_idle_time=min_idle_ms, count=count
         )
         entries = [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
         if not entries:
             return []
         deliveries = self._delivery_counts(entry_id for entry_id, _ in entries)
-        return [_claimed(entry_id, fields, deliveries.get(entry_id, 1)) for entry_id, fields in entries]
+        return [_claimed(self, entry_id, fields, deliveries.get(entry_id, 1)) for entry_id, fields in entries]
 
     def _delivery_counts(self, entry_ids: Iterable[bytes]) -> dict[bytes, int]:
         counts = {}
         pipe = self.redis.pipeline(transaction=False)
         ids = list(entry_ids)
         for entry_id in ids:
-            pipe.xpending_range(self.keys.queue, self.group, min=entry_id, max=entry_id, count=1)
+            pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
         for entry_id, pending in zip(ids, pipe.execute()):
             counts[entry_id] = int(pending[0]["times_delivered"]) if pending else 1
         return counts
@@ -176,8 +195,8 @@ class JobQueue:
             pipe.execute()
 
     def _acknowledge(self, pipe: Any, entry_ids: Sequence[bytes]) -> None:
-        pipe.xack(self.keys.queue, self.group, *entry_ids)
-        pipe.xdel(self.keys.queue, *entry_ids)
+        pipe.xack(self.stream, self.group, *entry_ids)
+        pipe.xdel(self.stream, *entry_ids)
 
     # --- heartbeats ---------------------------------------------------------------------
     def heartbeat(self, beat: Heartbeat, ttl: float) -> None:
@@ -217,11 +236,29 @@ class JobQueue:
         return beats
 
 
-def _claimed(entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> Claimed:
+def claim_any(queues: Sequence[JobQueue], consumer: str, block_ms: int) -> list[Claimed]:
+    """The first job of any of `queues` (one per queue at most), blocking up to `block_ms`.
+
+    One XREADGROUP over every stream: a server serving several models waits on all of them at
+    once, and each claimed job says which queue it came from.
+    """
+    if not queues:
+        return []
+    by_stream = {q.stream: q for q in queues}
+    reply = queues[0].redis.xreadgroup(queues[0].group, consumer, {key: ">" for key in by_stream},
+                                       count=1, block=block_ms)
+    claimed = []
+    for stream, entries in reply or []:
+        queue = by_stream[stream.decode() if isinstance(stream, bytes) else stream]
+        claimed.extend(_claimed(queue, entry_id, fields, 1) for entry_id, fields in entries)
+    return claimed
+
+
+def _claimed(queue: JobQueue, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> Claimed:
     try:
-        return Claimed(entry_id, Job.from_redis(fields), deliveries)
+        return Claimed(entry_id, Job.from_redis(fields), deliveries, queue=queue)
     except ProtocolError as exc:
-        return Claimed(entry_id, None, deliveries, error=str(exc))
+        return Claimed(entry_id, None, deliveries, error=str(exc), queue=queue)
 
 
 def _read_result(job_id: str, data: bytes) -> Result:
@@ -243,7 +280,7 @@ def _deadline(marker: bytes | None) -> float | None:
 
 
 def queue_from_settings(config: Mapping[str, Any], read_timeout: float) -> JobQueue:
-    """The queue the settings name (REDIS_URL, KEY_PREFIX, QUEUE_NAME, CONSUMER_GROUP)."""
+    """The (unbound) queue the settings name (REDIS_URL, KEY_PREFIX, QUEUE_NAME, CONSUMER_GROUP)."""
     connection = connect(config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
                          read_timeout=read_timeout)
     return JobQueue(connection, Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), config["CONSUMER_GROUP"])

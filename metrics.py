@@ -71,11 +71,17 @@ class QueueCollector:
 
     def collect(self) -> Iterator[Any]:
         servers = self.queue.live_servers(self.heartbeat_ttl)
-        yield GaugeMetricFamily("kras_queue_length", "Images queued or in flight.", value=self.queue.length())
-        alive = GaugeMetricFamily("kras_model_servers_alive", "Model servers with a fresh heartbeat, by model.",
-                                  labels=["model"])
-        for model in sorted({s.model for s in servers}):
-            alive.add_metric([model], sum(1 for s in servers if s.model == model))
+        versions = sorted({(m.contract.name, m.contract.version) for s in servers for m in s.models})
+        queued = GaugeMetricFamily("kras_queue_length", "Images queued or in flight, by model and version.",
+                                   labels=["model", "version"])
+        for name, version in versions:
+            queued.add_metric([name, version], self.queue.for_model(name, version).length())
+        yield queued
+        alive = GaugeMetricFamily("kras_model_servers_alive", "Model servers with a version of the model ready, "
+                                  "by model.", labels=["model"])
+        for model in sorted({name for name, _ in versions}):
+            alive.add_metric([model], sum(1 for s in servers
+                                          if any(m.contract.name == model and m.state == "ready" for m in s.models)))
         yield alive
         yield _batch_histogram(servers)
         yield _inference_histogram(servers)

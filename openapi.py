@@ -25,43 +25,21 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
             "description": "Image classification: POST an image, get the most probable labels.",
         },
         "paths": {
-            "/predict": {
-                "post": {
-                    "summary": "Classify an image",
-                    "parameters": [
-                        {"name": "top_k", "in": "query", "required": False,
-                         "schema": {"type": "integer", "minimum": 1, "maximum": max_top_k, "default": default_top_k}},
-                        {"name": "async", "in": "query", "required": False,
-                         "description": "1: answer 202 at once with a job URL",
-                         "schema": {"type": "string", "enum": ["0", "1"]}},
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "description": f"An image of at most {max_upload_bytes} bytes: JPEG, PNG, GIF, BMP, WebP, "
-                                       "TIFF, ICO or PPM.",
-                        "content": {
-                            "multipart/form-data": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["image"],
-                                    "properties": {
-                                        "image": {"type": "string", "format": "binary"},
-                                        "top_k": {"type": "integer", "minimum": 1, "maximum": max_top_k},
-                                    },
-                                },
-                            },
-                            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                            "image/png": {"schema": {"type": "string", "format": "binary"}},
-                        },
-                    },
-                    "responses": {
-                        "200": {"description": "The most probable labels, highest first.",
-                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Predictions"}}}},
-                        "202": _JOB,
-                        **_errors(400, 413, 422, 500, 503, 504),
-                    },
-                },
-            },
+            "/predict": {"post": _predict_operation("Classify an image with the default model", [], max_top_k,
+                                                    default_top_k, max_upload_bytes)},
+            "/models/{name}/predict": {"post": _predict_operation(
+                "Classify an image with the newest ready version of a model", [_NAME], max_top_k, default_top_k,
+                max_upload_bytes)},
+            "/models/{name}/versions/{version}/predict": {"post": _predict_operation(
+                "Classify an image with one version of a model", [_NAME, _VERSION], max_top_k, default_top_k,
+                max_upload_bytes)},
+            "/models": {"get": {"summary": "Every served model and version, with its state and input contract",
+                                "responses": {"200": {"description": "The served models.", "content": {
+                                    "application/json": {"schema": {"$ref": "#/components/schemas/Models"}}}}}}},
+            "/models/{name}": {"get": {"summary": "One served model's versions", "parameters": [_NAME],
+                                       "responses": {"200": {"description": "The model.", "content": {
+                                           "application/json": {"schema": {"type": "object"}}}},
+                                           **_errors(404)}}},
             "/result/{job_id}": {
                 "get": {
                     "summary": "The answer to an asynchronous job",
@@ -101,6 +79,8 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
                     "required": ["success", "predictions"],
                     "properties": {
                         "success": {"type": "boolean", "enum": [True]},
+                        "model": {"type": "string"},
+                        "version": {"type": "string"},
                         "predictions": {"type": "array", "items": {
                             "type": "object", "required": ["label", "probability"],
                             "properties": {"label": {"type": "string"},
@@ -122,10 +102,16 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
                 },
                 "Ready": {
                     "type": "object",
-                    "required": ["ready", "model", "model_servers", "queue_length"],
-                    "properties": {"ready": {"type": "boolean"}, "model": {"type": "string"},
-                                   "model_servers": {"type": "array", "items": {"type": "object"}},
-                                   "queue_length": {"type": "integer"}},
+                    "required": ["ready", "models", "model_servers"],
+                    "properties": {"ready": {"type": "boolean"},
+                                   "models": {"type": "array", "items": {"type": "string"}},
+                                   "model_servers": {"type": "array", "items": {"type": "object"}}},
+                },
+                "Models": {
+                    "type": "object",
+                    "required": ["success", "default_model", "models"],
+                    "properties": {"success": {"type": "boolean"}, "default_model": {"type": "string", "nullable": True},
+                                   "models": {"type": "array", "items": {"type": "object"}}},
                 },
                 "Error": {
                     "type": "object",
@@ -142,3 +128,51 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
             },
         },
     }
+
+
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _predict_operation(summary: str, path_parameters: list[dict[str, Any]], max_top_k: int, default_top_k: int,
+                       max_upload_bytes: int) -> dict[str, Any]:
+    operation = {
+        "summary": "Classify an image",
+        "parameters": [
+            {"name": "top_k", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": max_top_k, "default": default_top_k}},
+            {"name": "async", "in": "query", "required": False,
+             "description": "1: answer 202 at once with a job URL",
+             "schema": {"type": "string", "enum": ["0", "1"]}},
+        ],
+        "requestBody": {
+            "required": True,
+            "description": f"An image of at most {max_upload_bytes} bytes: JPEG, PNG, GIF, BMP, WebP, "
+                           "TIFF, ICO or PPM.",
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["image"],
+                        "properties": {
+                            "image": {"type": "string", "format": "binary"},
+                            "top_k": {"type": "integer", "minimum": 1, "maximum": max_top_k},
+                        },
+                    },
+                },
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        "responses": {
+            "200": {"description": "The most probable labels, highest first.",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Predictions"}}}},
+            "202": _JOB,
+            **_errors(400, 413, 422, 500, 503, 504),
+        },
+    }
+    operation["summary"] = summary
+    operation["parameters"] = path_parameters + operation["parameters"]
+    if path_parameters:
+        operation["responses"].update(_errors(404))
+    return operation

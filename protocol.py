@@ -37,6 +37,7 @@ MAX_RESULT_BYTES = 8 * 1024 * 1024
 MAX_HEARTBEAT_BYTES = 256 * 1024
 MAX_TIMING_ENTRIES = 16
 MAX_BATCH_SIZE = 65_536
+MAX_MODELS_PER_SERVER = 256
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
@@ -65,10 +66,9 @@ class Keys:
     prefix: str
     queue_name: str
 
-    @property
-    def queue(self) -> str:
-        """The stream of queued jobs (one consumer group of model servers reads it)."""
-        return f"{self.prefix}:queue:{self.queue_name}"
+    def queue(self, model: str, version: str) -> str:
+        """The stream of jobs for one version of one model (one consumer group of model servers reads it)."""
+        return f"{self.prefix}:queue:{self.queue_name}:{model}:{version}"
 
     def result(self, job_id: str) -> str:
         """The list a job's answer is pushed onto; only its own request pops it."""
@@ -88,6 +88,10 @@ class Keys:
         return f"{self.prefix}:server:{self.queue_name}:{name}"
 
     # Glob patterns of each kind of key: for SCAN in tests and tools, and for Redis ACL rules.
+    @property
+    def all_queues(self) -> str:
+        return self.queue("*", "*")
+
     @property
     def all_results(self) -> str:
         return self.result("*")
@@ -196,14 +200,16 @@ class Result:
     timing: dict[str, float] = field(default_factory=dict)
     # The whole output vector, when the job asked for it (Job.full_output).
     probabilities: list[float] | None = None
-    # Which model server and model answered: for logs and for protocols that name the model.
+    # Which model and version answered: every answer is labelled with the version that produced it.
     model: str = ""
+    version: str = ""
 
     @classmethod
     def ok(cls, predictions: Sequence[Prediction], timing: Mapping[str, float],
-           probabilities: Sequence[float] | None = None, model: str = "") -> "Result":
+           probabilities: Sequence[float] | None = None, model: str = "", version: str = "") -> "Result":
         return cls(True, list(predictions), timing=dict(timing),
-                   probabilities=None if probabilities is None else [float(p) for p in probabilities], model=model)
+                   probabilities=None if probabilities is None else [float(p) for p in probabilities],
+                   model=model, version=version)
 
     @classmethod
     def failure(cls, message: str, status: int, timing: Mapping[str, float] | None = None) -> "Result":
@@ -218,7 +224,7 @@ class Result:
             if self.probabilities is not None:
                 body["probabilities"] = self.probabilities
             if self.model:
-                body["model"] = self.model
+                body["model"], body["version"] = self.model, self.version
         else:
             body.update(error=self.error, status=self.status)
         return json.dumps(body, separators=(",", ":")).encode()
@@ -243,14 +249,18 @@ class Result:
             _check(isinstance(probabilities, list) and len(probabilities) <= MAX_CLASSES
                    and all(_is_finite_number(p) for p in probabilities), "probabilities not a list of numbers")
             probabilities = [float(p) for p in probabilities]
-        model = body.get("model", "")
-        _check(isinstance(model, str) and len(model) <= MAX_TEXT, "model name not a short string")
-        return cls(True, predictions, timing=timing, probabilities=probabilities, model=model)
+        model, version = body.get("model", ""), body.get("version", "")
+        _check(model == "" or is_valid_model_name(model), "model is not a valid model name")
+        _check(version == "" or is_valid_version(version), "version is not a valid version")
+        return cls(True, predictions, timing=timing, probabilities=probabilities, model=model, version=version)
 
     def as_response(self) -> dict[str, Any]:
-        """The tutorial's JSON body for this result."""
+        """The tutorial's JSON body for this result, labelled with the model version that produced it."""
         if self.success:
-            return {"success": True, "predictions": [p.as_json() for p in self.predictions]}
+            body: dict[str, Any] = {"success": True, "predictions": [p.as_json() for p in self.predictions]}
+            if self.model:
+                body.update(model=self.model, version=self.version)
+            return body
         return {"success": False, "error": self.error}
 
 
@@ -390,37 +400,45 @@ class InferenceFigures:
         self.count += 1
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """One model version on one model server: its contract, and whether it takes traffic."""
+
+    contract: ModelContract
+    # loading: not yet answering; ready: takes new traffic; draining: answers what is queued for
+    # it, takes no new default traffic, and is unloaded once its queue is empty.
+    state: str = "ready"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"contract": self.contract.as_json(), "state": self.state}
+
+    @classmethod
+    def from_json(cls, body: Any) -> "ServedModel":
+        _check(isinstance(body, dict) and body.get("state") in MODEL_STATES,
+               f"a served model's state is not one of {', '.join(MODEL_STATES)}")
+        return cls(ModelContract.from_json(body.get("contract")), body["state"])
+
+
 @dataclass
 class Heartbeat:
-    """A live model server: what it serves (the web tier prepares images from this) and its figures."""
+    """A live model server: the model versions it serves (the web tier prepares images from their
+    contracts) and its cumulative figures."""
 
     name: str
-    model: str
-    input_height: int
-    input_width: int
-    classes: int
-    preprocessing: str = "unknown"
-    precision: str = "float32"
+    models: list[ServedModel] = field(default_factory=list)
     host: str = ""
     pid: int = 0
     device: str = ""
-    batch_size: int = 1
     started: float = 0.0
     seen: float = 0.0
     batch_sizes: dict[int, int] = field(default_factory=dict)
     inference: InferenceFigures = field(default_factory=InferenceFigures)
     redelivered: int = 0
 
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self.input_height, self.input_width
-
     def to_redis(self) -> bytes:
         body = {
-            "name": self.name, "model": self.model, "input_height": self.input_height,
-            "input_width": self.input_width, "classes": self.classes, "preprocessing": self.preprocessing,
-            "precision": self.precision, "host": self.host, "pid": self.pid, "device": self.device,
-            "batch_size": self.batch_size, "started": self.started, "seen": self.seen,
+            "name": self.name, "models": [m.as_json() for m in self.models], "host": self.host, "pid": self.pid,
+            "device": self.device, "started": self.started, "seen": self.seen,
             "batch_sizes": {str(size): count for size, count in self.batch_sizes.items()},
             "inference": {"buckets": self.inference.buckets, "sum": self.inference.sum,
                           "count": self.inference.count},
@@ -434,10 +452,13 @@ class Heartbeat:
         body = _json_object(data, MAX_HEARTBEAT_BYTES, "heartbeat")
         name = body.get("name")
         _check(is_valid_server_name(name), "heartbeat without a valid server name")
-        for key in ("model", "preprocessing", "precision", "host", "device"):
+        for key in ("host", "device"):
             _check(isinstance(body.get(key, ""), str) and len(body.get(key, "")) <= MAX_TEXT,
                    f"heartbeat field {key!r} is not a short string")
-        height, width = _int(body, "input_height", 1, MAX_SIDE), _int(body, "input_width", 1, MAX_SIDE)
+        raw_models = body.get("models")
+        _check(isinstance(raw_models, list) and len(raw_models) <= MAX_MODELS_PER_SERVER,
+               f"heartbeat models is not a list of at most {MAX_MODELS_PER_SERVER}")
+        models = [ServedModel.from_json(m) for m in raw_models]
         raw_sizes = body.get("batch_sizes", {})
         _check(isinstance(raw_sizes, dict) and len(raw_sizes) <= 1024, "batch_sizes is not a small object")
         batch_sizes: dict[int, int] = {}
@@ -453,12 +474,9 @@ class Heartbeat:
         total = raw_inference.get("sum", 0.0)
         _check(_is_finite_number(total) and total >= 0, "inference sum is not a finite number >= 0")
         return cls(
-            name=name, model=body.get("model", ""), input_height=height, input_width=width,
-            classes=_int(body, "classes", 1, MAX_CLASSES),
-            preprocessing=body.get("preprocessing", "unknown"), precision=body.get("precision", "float32"),
-            host=body.get("host", ""), pid=_int(body, "pid", 0, 2**31, default=0), device=body.get("device", ""),
-            batch_size=_int(body, "batch_size", 1, MAX_BATCH_SIZE, default=1),
-            started=_float(body, "started"), seen=_float(body, "seen"), batch_sizes=batch_sizes,
+            name=name, models=models, host=body.get("host", ""), pid=_int(body, "pid", 0, 2**31, default=0),
+            device=body.get("device", ""), started=_float(body, "started"), seen=_float(body, "seen"),
+            batch_sizes=batch_sizes,
             inference=InferenceFigures(buckets, float(total), _int(raw_inference, "count", 0, 2**62, default=0)),
             redelivered=_int(body, "redelivered", 0, 2**62, default=0),
         )

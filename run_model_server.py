@@ -53,19 +53,39 @@ def describe_device() -> str:
 
 
 def build_server(config: Mapping[str, Any]) -> ModelServer:
-    """Load the configured model and connect to Redis, waiting (with backoff) for Redis to answer."""
-    from models import load_model
+    """Load the configured models and connect to Redis, waiting (with backoff) for Redis to answer.
 
-    model = load_model(config)
+    MODEL names the models to serve from the model repository (comma-separated), or is the path
+    of one saved .keras file (served as its only version, with MODEL_LABELS and MODEL_PREPROCESSING).
+    """
+    import models
+
     queue = queue_from_settings(config, read_timeout=config["QUEUE_BLOCK_MS"] / 1000 + 5.0)
-    server = ModelServer(queue, model, config, device=describe_device())
+    spec = str(config["MODEL"])
+    unload = getattr(models, "unload", None)
+    if spec.endswith(".keras") or os.path.sep in spec or not hasattr(models, "open_repository"):
+        model = models.load_model(config)
+        wait_for_redis(queue, config)
+        return ModelServer(queue, model, config, device=describe_device(), unload=unload)
+    from model_server.models import RepositorySource
+
+    repository = models.open_repository(config)
+    sources = [RepositorySource(repository, name.strip()) for name in spec.split(",") if name.strip()]
+    wait_for_redis(queue, config)
+    server = ModelServer(queue, sources, config, device=describe_device(), unload=unload)
+    server.start()
+    return server
+
+
+def wait_for_redis(queue: Any, config: Mapping[str, Any]) -> None:
+    """Return once Redis answers, retrying with backoff: the model server may start before Redis."""
     delay = BACKOFF_FIRST
     while True:
         try:
-            queue.ensure_group()
-            return server
+            queue.redis.ping()
+            return
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("Redis at %s unreachable (%s); retrying in %.1f s", config["REDIS_URL"], exc, delay)
+            log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -77,11 +97,12 @@ def settings_dict() -> dict[str, Any]:
 
 def main() -> int:
     configure_logging(settings.LOG_LEVEL)
+    from model_server.models import NoModelLoaded
     from models import ModelLoadError
 
     try:
         server = build_server(settings_dict())
-    except ModelLoadError as exc:
+    except (ModelLoadError, NoModelLoaded) as exc:
         log.error("cannot start: %s", exc)
         return 2
     signal.signal(signal.SIGTERM, server.stop)

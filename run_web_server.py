@@ -13,7 +13,6 @@ if __name__ == "__main__":
     monkey.patch_all()
 
 import logging
-import threading
 import time
 from typing import Any, Mapping
 
@@ -27,7 +26,8 @@ from helpers import configure_logging, is_valid_job_id, is_valid_request_id, new
 from imaging import ImageError, decode_image
 from jobqueue import JobQueue, QueueFull, queue_from_settings
 from openapi import build_spec
-from protocol import Heartbeat, Job, Result
+from protocol import Job, Result
+from registry import ModelNotFound, ModelRegistry, NoModelServer, VersionView
 
 log = logging.getLogger("web")
 
@@ -42,36 +42,6 @@ class ServiceUnavailable(Exception):
     """Answered with 503 and Retry-After: the client should try again shortly."""
 
 
-class ModelMetadata:
-    """The served model's input size, as the live model servers publish it, cached briefly."""
-
-    def __init__(self, queue: JobQueue, heartbeat_ttl: float, cache_seconds: float) -> None:
-        self._queue = queue
-        self._heartbeat_ttl = heartbeat_ttl
-        self._cache_seconds = cache_seconds
-        self._lock = threading.Lock()
-        self._value: Heartbeat | None = None
-        self._expires = 0.0
-
-    def get(self) -> Heartbeat:
-        """Metadata of a live model server; ServiceUnavailable when none is running."""
-        now = time.monotonic()
-        with self._lock:
-            if self._value is not None and now < self._expires:
-                return self._value
-        servers = self._queue.live_servers(self._heartbeat_ttl)
-        if not servers:
-            raise ServiceUnavailable("No model server is running. Start run_model_server.py and retry.")
-        value = servers[0]
-        with self._lock:
-            self._value, self._expires = value, now + self._cache_seconds
-        return value
-
-    def forget(self) -> None:
-        with self._lock:
-            self._value = None
-
-
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then settings (and so the environment), then `test_config`."""
     app = Flask(__name__)
@@ -83,8 +53,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     queue = queue_from_settings(app.config, read_timeout=app.config["REQUEST_TIMEOUT"] + _READ_TIMEOUT_MARGIN)
     app.extensions["jobqueue"] = queue
-    app.extensions["model_metadata"] = ModelMetadata(
-        queue, app.config["HEARTBEAT_TTL"], app.config["METADATA_CACHE_SECONDS"]
+    app.extensions["models"] = ModelRegistry(
+        queue, app.config["HEARTBEAT_TTL"], app.config["METADATA_CACHE_SECONDS"], app.config["DEFAULT_MODEL"]
     )
     _register_routes(app)
     _register_error_handlers(app)
@@ -98,6 +68,10 @@ def _register_routes(app: Flask) -> None:
     app.add_url_rule("/health", view_func=health, methods=["GET"])
     app.add_url_rule("/ready", view_func=ready, methods=["GET"])
     app.add_url_rule("/predict", view_func=predict, methods=["POST"])
+    app.add_url_rule("/models", view_func=list_models, methods=["GET"])
+    app.add_url_rule("/models/<name>", view_func=describe_model, methods=["GET"])
+    app.add_url_rule("/models/<name>/predict", view_func=predict, methods=["POST"])
+    app.add_url_rule("/models/<name>/versions/<version>/predict", view_func=predict, methods=["POST"])
     app.add_url_rule("/result/<job_id>", view_func=result, methods=["GET"])
     app.add_url_rule("/metrics", view_func=metrics_endpoint, methods=["GET"])
     app.add_url_rule("/openapi.json", view_func=openapi_document, methods=["GET"])
@@ -123,6 +97,9 @@ def index() -> Response:
         endpoints={
             "POST /predict": "multipart field 'image' (or a raw image/* body); optional top_k; "
                              "?async=1 or 'Prefer: respond-async' answers 202 with a job URL",
+            "POST /models/<name>/predict": "the same, with the newest ready version of that model",
+            "POST /models/<name>/versions/<version>/predict": "the same, with that version",
+            "GET /models": "every served model and version: state, servers, input contract",
             "GET /result/<id>": "an asynchronous job's answer: 200, 202 while pending, 404 if unknown",
             "GET /health": "the web process is alive",
             "GET /ready": "Redis is reachable and a model server is alive",
@@ -151,34 +128,61 @@ def ready() -> tuple[Response, int]:
     queue: JobQueue = current_app.extensions["jobqueue"]
     try:
         servers = queue.live_servers(current_app.config["HEARTBEAT_TTL"])
-        queued = queue.length()
     except redis.RedisError as exc:
         return jsonify(success=False, ready=False, error=f"Redis is unreachable: {exc}"), 503
+    ready_models = sorted({m.contract.name for s in servers for m in s.models if m.state == "ready"})
     body = {
-        "success": bool(servers),
-        "ready": bool(servers),
-        "model": servers[0].model if servers else None,
+        "success": bool(ready_models),
+        "ready": bool(ready_models),
+        "models": ready_models,
         "model_servers": [
-            {"name": s.name, "model": s.model, "host": s.host, "pid": s.pid, "device": s.device,
-             "batch_size": s.batch_size, "seen": s.seen}
+            {"name": s.name, "host": s.host, "pid": s.pid, "device": s.device, "seen": s.seen,
+             "models": [f"{m.contract.name}:{m.contract.version}:{m.state}" for m in s.models]}
             for s in servers
         ],
-        "queue_length": queued,
     }
     if not servers:
         body["error"] = "No model server is running. Start run_model_server.py."
-    return jsonify(body), 200 if servers else 503
+    elif not ready_models:
+        body["error"] = "The model servers are still loading their models."
+    return jsonify(body), 200 if ready_models else 503
 
 
-def predict() -> tuple[Response, int] | Response:
+def list_models() -> Response:
+    registry: ModelRegistry = current_app.extensions["models"]
+    table = registry.models()
+    try:
+        default = registry.default_name(table)
+    except (ModelNotFound, NoModelServer):
+        default = None
+    return jsonify(success=True, default_model=default,
+                   models=[_model_json(name, versions) for name, versions in sorted(table.items())])
+
+
+def describe_model(name: str) -> tuple[Response, int]:
+    versions = current_app.extensions["models"].models().get(name)
+    if not versions:
+        raise ModelNotFound(f"No model {name!r} is served. GET /models lists the served models.")
+    return jsonify(success=True, **_model_json(name, versions)), 200
+
+
+def _model_json(name: str, versions: Mapping[str, VersionView]) -> dict[str, Any]:
+    ordered = sorted(versions.values(), key=lambda view: int(view.contract.version))
+    return {"name": name, "versions": [
+        {"version": view.contract.version, "state": view.state, "servers": sorted(view.states),
+         "contract": view.contract.as_json()} for view in ordered]}
+
+
+def predict(name: str | None = None, version: str | None = None) -> tuple[Response, int] | Response:
+    """POST /predict (the default model), /models/<name>/predict, /models/<name>/versions/<v>/predict."""
     config = current_app.config
-    queue: JobQueue = current_app.extensions["jobqueue"]
     top_k = _top_k(config)
     data = _upload_bytes()
-    metadata = current_app.extensions["model_metadata"].get()
+    contract = current_app.extensions["models"].resolve(name, version)
+    queue: JobQueue = current_app.extensions["jobqueue"].for_model(contract.name, contract.version)
 
     decode_started = time.perf_counter()
-    pixels = decode_image(data, metadata.input_size, config["MAX_IMAGE_PIXELS"])
+    pixels = decode_image(data, contract.input_size, config["MAX_IMAGE_PIXELS"])
     decode_ms = (time.perf_counter() - decode_started) * 1000
 
     wants_async = _wants_async()
@@ -316,15 +320,20 @@ def _register_error_handlers(app: Flask) -> None:
         log.info("request %s: rejected upload (%d): %s", g.get("request_id"), exc.status, exc)
         return _error(exc.status, str(exc))
 
+    @app.errorhandler(ModelNotFound)
+    def model_not_found(exc: ModelNotFound) -> tuple[Response, int]:
+        return _error(404, str(exc))
+
     @app.errorhandler(ServiceUnavailable)
-    def unavailable(exc: ServiceUnavailable) -> tuple[Response, int]:
+    @app.errorhandler(NoModelServer)
+    def unavailable(exc: Exception) -> tuple[Response, int]:
         log.warning("request %s: 503: %s", g.get("request_id"), exc)
         return _error(503, str(exc), {"Retry-After": retry_after})
 
     @app.errorhandler(redis.RedisError)
     def redis_down(exc: redis.RedisError) -> tuple[Response, int]:
         log.error("request %s: Redis error: %s", g.get("request_id"), exc)
-        app.extensions["model_metadata"].forget()
+        app.extensions["models"].forget()
         return _error(503, f"The queue (Redis) is unavailable: {exc}. Retry shortly.", {"Retry-After": retry_after})
 
     @app.errorhandler(HTTPException)

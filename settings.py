@@ -105,6 +105,14 @@ MODEL_PREPROCESSING = env("MODEL_PREPROCESSING", "unit")
 # such as ResNet50 on CPUs with AVX512-BF16 or AMX and on GPUs; probabilities move in the second
 # or third decimal. See docs/performance.md.
 MODEL_PRECISION = env("MODEL_PRECISION", "float32")
+# The model POST /predict uses (others: POST /models/<name>/predict). When it is not served and
+# exactly one model is, that one is the default.
+DEFAULT_MODEL = env("DEFAULT_MODEL", "efficientnet_lite0")
+# How often a model server looks for new or removed versions in the model repository.
+REPOSITORY_POLL_SECONDS = env("REPOSITORY_POLL_SECONDS", 5.0)
+# Seconds a version replaced by a newer one keeps answering what web processes still send it:
+# they learn of the switch within METADATA_CACHE_SECONDS plus a heartbeat or two.
+DRAIN_GRACE_SECONDS = env("DRAIN_GRACE_SECONDS", 10.0)
 BATCH_SIZE = env("BATCH_SIZE", 8)
 # Once the first image of a batch is in hand, how long to wait for more before running it.
 # 0 runs what is queued at once; under load a batch still fills, from the images that

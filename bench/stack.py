@@ -132,6 +132,10 @@ class Stack:
         config = {**settings_dict(), **{k: self.env[k] for k in names if k in self.env}, "REDIS_URL": self.redis.url}
         return queue_from_settings(config, read_timeout=10.0)
 
+    def model_queue(self, version: str = "1") -> "JobQueue":
+        """The queue of the model the stack serves from a .keras file (MODEL), as its only version."""
+        return self.queue().for_model(Path(self.env["MODEL"]).stem, version)
+
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 

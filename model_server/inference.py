@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jobqueue import Claimed
-from protocol import InferenceFigures, Prediction, Result
+from protocol import InferenceFigures, ModelContract, Prediction, Result
 
 log = logging.getLogger("model_server.inference")
 
@@ -23,6 +23,8 @@ class Outcome:
     batch_id: str
     answers: list[tuple[Claimed, Result]]
     dropped: list[bytes]
+    # Every answer and entry of a batch belongs to one model version's queue.
+    queue: Any = None
 
 
 class BatchRunner:
@@ -32,8 +34,9 @@ class BatchRunner:
     the batch, and the next batch runs as usual.
     """
 
-    def __init__(self, model: Any, server_name: str, max_deliveries: int) -> None:
+    def __init__(self, model: Any, contract: ModelContract, server_name: str, max_deliveries: int) -> None:
         self.model = model
+        self.contract = contract
         self.server_name = server_name
         self.max_deliveries = max_deliveries
         self._batch_numbers = itertools.count(1)
@@ -47,12 +50,12 @@ class BatchRunner:
         runnable, answers, dropped = self._triage(batch, batch_id)
         if runnable:
             answers.extend(self._classify(runnable, batch_id))
-        return Outcome(batch_id, answers, dropped)
+        return Outcome(batch_id, answers, dropped, batch[0].queue if batch else None)
 
     def _triage(self, batch: Sequence[Claimed], batch_id: str) -> tuple[list[Claimed], list, list[bytes]]:
         """Split a batch into jobs to run, jobs answered without running, and entries to drop."""
         now = time.time()
-        expected = (*self.model.input_size, 3)
+        expected = (*self.contract.input_size, 3)
         runnable: list[Claimed] = []
         answers: list[tuple[Claimed, Result]] = []
         dropped: list[bytes] = []
@@ -104,7 +107,7 @@ class BatchRunner:
                       "batch": float(len(runnable))}
             answers.append((claimed, Result.ok(top_predictions(row, self.model.labels, job.top_k), timing,
                                                probabilities=row if job.full_output else None,
-                                               model=self.model.name)))
+                                               model=self.contract.name, version=self.contract.version)))
         return answers
 
 

@@ -48,4 +48,4 @@ def test_a_real_photograph_gets_its_class(stack, photo, fmt, expected):
 
 
 def test_ready_names_the_default_model(stack):
-    assert requests.get(f"{stack.url}/ready", timeout=5).json()["model"] == "efficientnet_lite0"
+    assert requests.get(f"{stack.url}/ready", timeout=5).json()["models"] == ["efficientnet_lite0"]

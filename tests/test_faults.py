@@ -58,8 +58,8 @@ def results_left(stack: Stack) -> int:
 
 def holds_claims(stack: Stack, consumer: str) -> bool:
     """Whether `consumer` has claimed images it has not answered yet."""
-    queue = stack.queue()
-    pending = queue.redis.xpending(queue.keys.queue, queue.group)
+    queue = stack.model_queue()
+    pending = queue.redis.xpending(queue.stream, queue.group)
     return any(c["name"] == consumer.encode() and c["pending"] > 0 for c in pending["consumers"] or [])
 
 
@@ -161,7 +161,7 @@ def test_timeouts_leave_nothing_behind(tmp_path, slow_model_files, image_file):
             stack.signal("model_server", signal.SIGCONT)
         figures = report("sigstop storm", summary, 0)
         assert summary["failures"] == {"504": 60} and figures["lost"] == 0
-        queue_key = stack.queue().keys.queue
+        queue_key = stack.model_queue().stream
         # The model server skips every expired request instead of answering into the void.
         wait_until(lambda: client.xlen(queue_key) == 0, 10, "the expired requests to be dropped")
         time.sleep(2.5)  # RESULT_TTL

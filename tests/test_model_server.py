@@ -15,6 +15,7 @@ from run_model_server import ModelServer, top_predictions
 @pytest.fixture()
 def queue(config, redis_client) -> JobQueue:
     q = JobQueue(connect(config["REDIS_URL"], 1.0, 10.0), Keys(config["KEY_PREFIX"], "images"), "servers")
+    q = q.for_model("tiny", "1")  # the tiny model's queue
     q.ensure_group()
     return q
 
@@ -23,6 +24,13 @@ def queue(config, redis_client) -> JobQueue:
 def server_config(config):
     return {**config, "BATCH_SIZE": 4, "BATCH_WAIT_MS": 0, "QUEUE_BLOCK_MS": 200, "CLAIM_IDLE_MS": 100,
             "MAX_DELIVERIES": 2}
+
+
+def next_batch(server: ModelServer) -> list:
+    """The next batch the server's claimer forms (one model is served: one batch at most)."""
+    batches = server.claimer.next_batches(server.models.active())
+    assert len(batches) <= 1
+    return batches[0][1] if batches else []
 
 
 def random_job(n: int, size=(32, 32), seconds: float = 10.0) -> Job:
@@ -54,8 +62,8 @@ def test_a_batch_never_exceeds_batch_size(queue, tiny_model, server_config):
     server = ModelServer(queue, tiny_model, server_config, name="ms-1")
     for n in range(6):
         queue.submit(random_job(n), max_length=100)
-    assert len(server.claimer.next_batch()) == 4
-    assert len(server.claimer.next_batch()) == 2
+    assert len(next_batch(server)) == 4
+    assert len(next_batch(server)) == 2
 
 
 def test_a_full_batch_runs_without_waiting_for_the_window(queue, tiny_model, server_config):
@@ -63,7 +71,7 @@ def test_a_full_batch_runs_without_waiting_for_the_window(queue, tiny_model, ser
     for n in range(4):
         queue.submit(random_job(n), max_length=100)
     started = time.monotonic()
-    assert len(server.claimer.next_batch()) == 4
+    assert len(next_batch(server)) == 4
     assert time.monotonic() - started < 1.0
 
 
@@ -79,7 +87,7 @@ def test_the_window_gathers_jobs_that_arrive_after_the_first(queue, tiny_model, 
     sender = threading.Thread(target=late_arrivals)
     sender.start()
     started = time.monotonic()
-    batch = server.claimer.next_batch()
+    batch = next_batch(server)
     elapsed = time.monotonic() - started
     sender.join()
     assert [c.job.id for c in batch] == ["job-0", "job-1", "job-2"]
@@ -171,9 +179,10 @@ def test_the_heartbeat_publishes_the_models_metadata(queue, tiny_model, server_c
     server.announce()
     [live] = queue.live_servers(ttl=5)
     assert live.name == "ms-1"
-    assert live.model == tiny_model.name
-    assert live.input_size == (32, 32)
-    assert live.classes == len(tiny_model.labels)
+    [served] = live.models
+    assert (served.contract.name, served.contract.version, served.state) == (tiny_model.name, "1", "ready")
+    assert served.contract.input_size == (32, 32)
+    assert served.contract.classes == len(tiny_model.labels)
 
 
 def test_stop_finishes_and_leaves_the_live_list(queue, tiny_model, server_config):
@@ -205,7 +214,7 @@ def test_a_hostile_entry_in_the_queue_is_dropped_and_serving_goes_on(queue, tiny
     server = ModelServer(queue, tiny_model, server_config, name="ms-1")
     fields = random_job(0).to_redis()
     fields["top_k"] = b"-5000"
-    queue.redis.xadd(queue.keys.queue, fields)
+    queue.redis.xadd(queue.stream, fields)
     queue.submit(random_job(1), max_length=100)
     server.run(burst=True)
     assert queue.wait_result("job-1", timeout=1).success is True
@@ -240,10 +249,10 @@ def test_run_overlaps_claiming_with_inference_and_answers_each_job_once(queue, t
 def test_a_batch_that_waited_for_the_model_is_topped_up_with_later_arrivals(queue, tiny_model, server_config):
     server = ModelServer(queue, tiny_model, server_config, name="ms-1")
     queue.submit(random_job(0), max_length=100)
-    waiting = server.claimer.next_batch()
+    waiting = next_batch(server)
     for n in range(1, 6):
         queue.submit(random_job(n), max_length=100)
-    assert [c.job.id for c in server.claimer.top_up(waiting)] == ["job-0", "job-1", "job-2", "job-3"]
+    assert [c.job.id for c in server.claimer.top_up(server.models.active()[0], waiting)] == ["job-0", "job-1", "job-2", "job-3"]
 
 
 def test_a_stop_answers_every_claimed_job_even_those_still_being_replied_to(queue, tiny_model, server_config):
@@ -268,7 +277,7 @@ def test_a_stop_answers_every_claimed_job_even_those_still_being_replied_to(queu
     assert not runner.is_alive()
     answered = sum(size * count for size, count in server.batch_sizes.items())
     assert answered >= 1
-    pending = queue.redis.xpending(queue.keys.queue, queue.group)["pending"]
+    pending = queue.redis.xpending(queue.stream, queue.group)["pending"]
     assert pending == 0  # nothing claimed was left unacknowledged
     results = list(queue.redis.scan_iter(match=queue.keys.all_results))
     assert len(results) == answered - 1  # every answer but the one taken above is waiting in Redis

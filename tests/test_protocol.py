@@ -11,6 +11,8 @@ import pytest
 
 from helpers import is_valid_request_id, new_request_id
 from protocol import (
+    ModelContract,
+    ServedModel,
     INFERENCE_BUCKETS,
     WIRE_VERSION,
     Heartbeat,
@@ -121,12 +123,13 @@ def test_a_job_with_a_malformed_field_is_refused(name, value):
 
 def test_a_success_result_survives_the_round_trip():
     result = Result.ok([Prediction("dog", 0.875), Prediction("cat", 0.125)],
-                       {"queue": 1.5, "inference": 12.25, "batch": 4.0}, model="tiny")
+                       {"queue": 1.5, "inference": 12.25, "batch": 4.0}, model="tiny", version="3")
     data = result.to_redis()
     assert isinstance(data, bytes)
     assert Result.from_redis(data) == result
     assert result.as_response() == {"success": True, "predictions": [
-        {"label": "dog", "probability": 0.875}, {"label": "cat", "probability": 0.125}]}
+        {"label": "dog", "probability": 0.875}, {"label": "cat", "probability": 0.125}],
+        "model": "tiny", "version": "3"}
 
 
 def test_an_error_result_survives_the_round_trip_with_its_status():
@@ -181,8 +184,9 @@ def test_a_result_record_too_large_to_be_real_is_refused_before_parsing():
 # --- heartbeats -------------------------------------------------------------------------------
 
 def make_heartbeat(**overrides) -> Heartbeat:
-    values = dict(name="host-1:42", model="tiny", input_height=32, input_width=48, classes=5,
-                  device="tensorflow:CPU", batch_size=8, batch_sizes={1: 3, 8: 2})
+    values = dict(name="host-1:42", models=[ServedModel(ModelContract("tiny", "1", 32, 48, 5)),
+                                          ServedModel(ModelContract("tiny", "2", 32, 48, 5), "loading")],
+                  device="tensorflow:CPU", batch_sizes={1: 3, 8: 2})
     values.update(overrides)
     return Heartbeat(**values)
 
@@ -192,33 +196,51 @@ def test_a_heartbeat_survives_the_round_trip():
     beat.inference.observe(0.02)
     decoded = Heartbeat.from_redis(beat.to_redis())
     assert decoded == beat
-    assert decoded.input_size == (32, 48)
+    assert decoded.models[1].contract.input_size == (32, 48) and decoded.models[1].state == "loading"
     assert decoded.inference.count == 1 and len(decoded.inference.buckets) == len(INFERENCE_BUCKETS)
 
 
-@pytest.mark.parametrize("overrides", [
-    {"input_height": 0}, {"input_height": -224}, {"input_width": 10**9}, {"input_height": "224"},
-    {"input_height": True}, {"classes": 0}, {"name": "bad name with spaces"}, {"name": ""},
-    {"name": "x" * 200}, {"model": ["list"]}, {"batch_size": 0}, {"pid": -1},
-    {"batch_sizes": {"many": 1}}, {"batch_sizes": {"4": -1}}, {"seen": float("nan")},
-], ids=str)
-def test_a_heartbeat_with_a_field_out_of_range_is_refused(overrides):
+def forged(mutate) -> bytes:
     import json
 
     body = json.loads(make_heartbeat().to_redis())
-    body.update({k: (str(v) if isinstance(v, float) and v != v else v) for k, v in overrides.items()})
-    data = json.dumps(body).replace('"nan"', "NaN").encode()
+    mutate(body)
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda b: b["models"][0]["contract"].update(input_height=0),
+    lambda b: b["models"][0]["contract"].update(input_height=-224),
+    lambda b: b["models"][0]["contract"].update(input_width=10**9),
+    lambda b: b["models"][0]["contract"].update(input_height="224"),
+    lambda b: b["models"][0]["contract"].update(input_height=True),
+    lambda b: b["models"][0]["contract"].update(classes=0),
+    lambda b: b["models"][0]["contract"].update(name="../etc"),
+    lambda b: b["models"][0]["contract"].update(version="latest"),
+    lambda b: b["models"][0]["contract"].update(resize="stretch"),
+    lambda b: b["models"][0]["contract"].update(crop_fraction=0),
+    lambda b: b["models"][0]["contract"].update(std=[1, 0, 1]),
+    lambda b: b["models"][0]["contract"].update(evil=1),
+    lambda b: b["models"][0]["contract"].pop("classes"),
+    lambda b: b["models"][0].update(state="hijacked"),
+    lambda b: b.update(models={"tiny": 1}),
+    lambda b: b.update(models=[b["models"][0]] * 1000),
+    lambda b: b.update(name="bad name with spaces"),
+    lambda b: b.update(name=""),
+    lambda b: b.update(name="x" * 200),
+    lambda b: b.update(pid=-1),
+    lambda b: b.update(batch_sizes={"many": 1}),
+    lambda b: b.update(batch_sizes={"4": -1}),
+    lambda b: b["inference"].update(buckets=[1, 2]),
+], ids=lambda f: "")
+def test_a_heartbeat_with_a_field_out_of_range_is_refused(mutate):
     with pytest.raises(ProtocolError):
-        Heartbeat.from_redis(data)
+        Heartbeat.from_redis(forged(mutate))
 
 
-def test_a_heartbeat_with_a_malformed_histogram_is_refused():
-    import json
-
-    body = json.loads(make_heartbeat().to_redis())
-    body["inference"]["buckets"] = [1, 2]
-    with pytest.raises(ProtocolError, match="buckets"):
-        Heartbeat.from_redis(json.dumps(body).encode())
+def test_a_contract_says_what_is_wrong_with_it():
+    with pytest.raises(ProtocolError, match="resize 'stretch' is not one of center_crop, squash, letterbox"):
+        ModelContract("m", "1", 224, 224, 10, resize="stretch")
 
 
 # --- hostile jobs -----------------------------------------------------------------------------
@@ -264,11 +286,11 @@ def test_a_request_id_with_a_trailing_newline_is_rejected():
 
 def test_keys_are_namespaced_by_prefix_and_queue_name():
     keys = Keys("prod", "images")
-    assert keys.queue == "prod:queue:images"
+    assert keys.queue("resnet50", "2") == "prod:queue:images:resnet50:2"
     assert keys.result("abc") == "prod:result:abc"
     assert keys.servers == "prod:servers:images"
     assert keys.server("host:1") == "prod:server:images:host:1"
-    names = [keys.queue, keys.result("abc"), keys.servers, keys.server("host:1")]
+    names = [keys.queue("m", "1"), keys.result("abc"), keys.servers, keys.server("host:1")]
     assert all(name.startswith("prod:") for name in names)
     assert len(set(names)) == len(names)
 
@@ -280,15 +302,15 @@ def test_key_patterns_match_exactly_their_own_kind_of_key():
     assert fnmatchcase(keys.result("abc"), keys.all_results)
     assert fnmatchcase(keys.pending("abc"), keys.all_pending)
     assert fnmatchcase(keys.server("host:1"), keys.all_servers)
-    assert not fnmatchcase(keys.queue, keys.all_results) and not fnmatchcase(keys.servers, keys.all_servers)
+    assert not fnmatchcase(keys.queue("m", "1"), keys.all_results) and not fnmatchcase(keys.servers, keys.all_servers)
 
 
 def test_two_deployments_sharing_redis_never_share_a_key():
     one, two = Keys("a", "images"), Keys("b", "images")
-    assert {one.queue, one.servers, one.server("s"), one.result("r")}.isdisjoint(
-        {two.queue, two.servers, two.server("s"), two.result("r")}
+    assert {one.queue("m", "1"), one.servers, one.server("s"), one.result("r")}.isdisjoint(
+        {two.queue("m", "1"), two.servers, two.server("s"), two.result("r")}
     )
     other_queue = Keys("a", "thumbnails")
-    assert one.queue != other_queue.queue
+    assert one.queue("m", "1") != other_queue.queue("m", "1")
     assert one.servers != other_queue.servers
     assert one.server("s") != other_queue.server("s")

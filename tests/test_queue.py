@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from jobqueue import JobQueue, QueueFull, connect
-from protocol import Heartbeat, Job, Keys, Prediction, Result
+from protocol import Heartbeat, Job, Keys, ModelContract, Prediction, Result, ServedModel
 
 
 @pytest.fixture()
 def queue(redis_client, redis_server) -> JobQueue:
-    q = JobQueue(connect(redis_server.url, 1.0, 10.0), Keys("t", "images"), "servers")
+    q = JobQueue(connect(redis_server.url, 1.0, 10.0), Keys("t", "images"), "servers").for_model("m", "1")
     q.ensure_group()
     return q
 
@@ -53,7 +53,7 @@ def test_the_waiting_caller_gets_the_reply_and_the_entry_is_gone(queue):
     queue.reply([(claimed, Result.ok([Prediction("cat", 0.5)], {}))], result_ttl=5)
     assert queue.wait_result("job-1", timeout=1) == Result.ok([Prediction("cat", 0.5)], {})
     assert queue.length() == 0
-    assert queue.redis.xpending(queue.keys.queue, queue.group)["pending"] == 0
+    assert queue.redis.xpending(queue.stream, queue.group)["pending"] == 0
 
 
 def test_a_result_nobody_collects_expires(queue):
@@ -109,14 +109,14 @@ def test_discard_acknowledges_without_answering(queue):
 
 
 def test_an_unreadable_entry_is_claimed_with_its_error(queue):
-    queue.redis.xadd(queue.keys.queue, {"v": "1", "id": "broken"})
+    queue.redis.xadd(queue.stream, {"v": "1", "id": "broken"})
     [claimed] = queue.claim("server-a", count=1, block_ms=100)
     assert claimed.job is None
     assert "malformed" in claimed.error
 
 
 def beat(name: str) -> Heartbeat:
-    return Heartbeat(name=name, model="tiny", input_height=32, input_width=32, classes=5)
+    return Heartbeat(name=name, models=[ServedModel(ModelContract("tiny", "1", 32, 32, 5))])
 
 
 def test_heartbeats_list_live_servers_and_drop_silent_ones(queue):
@@ -131,7 +131,9 @@ def test_heartbeats_list_live_servers_and_drop_silent_ones(queue):
 
 def test_a_forged_heartbeat_is_ignored_not_trusted(queue, caplog):
     queue.heartbeat(beat("good"), ttl=5)
-    queue.redis.set(queue.keys.server("evil"), b'{"name": "evil", "input_height": -1, "input_width": 10}')
+    forged = b'{"name": "evil", "models": [{"state": "ready", "contract": {"name": "tiny", "version": "1", ' \
+        b'"input_height": -1, "input_width": 10, "classes": 5}}]}'
+    queue.redis.set(queue.keys.server("evil"), forged)
     queue.redis.zadd(queue.keys.servers, {"evil": time.time()})
     assert [s.name for s in queue.live_servers(ttl=5)] == ["good"]
     assert "invalid heartbeat" in caplog.text
@@ -157,7 +159,7 @@ def test_a_pending_job_reports_its_deadline_until_answered(queue):
 
 
 def test_jobs_queued_before_the_group_exists_are_served(redis_client, redis_server):
-    q = JobQueue(connect(redis_server.url, 1.0, 10.0), Keys("t2", "images"), "servers")
+    q = JobQueue(connect(redis_server.url, 1.0, 10.0), Keys("t2", "images"), "servers").for_model("m", "1")
     q.submit(make_job(5), max_length=10)
     q.ensure_group()
     q.ensure_group()  # idempotent

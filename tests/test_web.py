@@ -260,10 +260,9 @@ def test_ready_lists_the_live_model_server_and_its_model(client, model_server, t
     assert response.status_code == 200, response.get_data(as_text=True)
     body = response.get_json()
     assert body["ready"] is True and body["success"] is True
-    assert body["model"] == tiny_model.name
+    assert body["models"] == [tiny_model.name]
     assert [s["name"] for s in body["model_servers"]] == [SERVER_NAME]
-    assert body["model_servers"][0]["model"] == tiny_model.name
-    assert body["queue_length"] == 0
+    assert body["model_servers"][0]["models"] == [f"{tiny_model.name}:1:ready"]
 
 
 def test_ready_is_503_without_a_model_server(client, redis_client):
@@ -345,7 +344,7 @@ def test_metrics_count_requests_and_publish_the_model_servers_figures(client, mo
     text = response.get_data(as_text=True)
     assert re.search(r'kras_http_requests_total\{endpoint="/predict",method="POST",status="200"\} [1-9]', text)
     assert "kras_http_request_duration_seconds_bucket" in text
-    assert "kras_queue_length 0.0" in text
+    assert 'kras_queue_length{model="tiny",version="1"} 0.0' in text
     assert re.search(r'kras_model_servers_alive\{model="tiny"\} 1\.0', text)
     assert re.search(rf'kras_batch_size_count\{{server="{SERVER_NAME}"\}} [1-9]', text)
     assert re.search(rf'kras_inference_duration_seconds_count\{{server="{SERVER_NAME}"\}} [1-9]', text)

@@ -9,7 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from jobqueue import JobQueue, queue_from_settings
-from protocol import Heartbeat
+from model_server.models import contract_of
+from protocol import Heartbeat, ServedModel
 from run_model_server import ModelServer
 from run_web_server import create_app
 
@@ -33,14 +34,11 @@ def web_config(config) -> dict[str, Any]:
 
 def heartbeat_of(model, name: str = SERVER_NAME) -> Heartbeat:
     """The heartbeat a model server serving `model` publishes."""
-    return Heartbeat(name=name, model=model.name, input_height=model.input_size[0],
-                     input_width=model.input_size[1], classes=len(model.labels))
+    return Heartbeat(name=name, models=[ServedModel(contract_of(model, {"BATCH_SIZE": 4, "BATCH_WAIT_MS": 0}))])
 
 
 def make_queue(config: dict[str, Any]) -> JobQueue:
-    queue = queue_from_settings(config, read_timeout=config["QUEUE_BLOCK_MS"] / 1000 + 5.0)
-    queue.ensure_group()
-    return queue
+    return queue_from_settings(config, read_timeout=config["QUEUE_BLOCK_MS"] / 1000 + 5.0)
 
 
 @pytest.fixture()
@@ -69,7 +67,8 @@ def model_server(web_config, tiny_model, redis_client) -> Iterator[ModelServer]:
 @pytest.fixture()
 def heartbeat_only(web_config, tiny_model, redis_client) -> JobQueue:
     """A model server's heartbeat in Redis, but nobody consuming the queue."""
-    queue = make_queue(web_config)
+    queue = make_queue(web_config).for_model(tiny_model.name, "1")
+    queue.ensure_group()
     queue.heartbeat(heartbeat_of(tiny_model), ttl=30)
     return queue
 
