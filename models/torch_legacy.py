@@ -227,8 +227,11 @@ def load_legacy_state_dict(path: str) -> dict[str, np.ndarray]:
         )
     try:
         return _Reader(data, path).read()
-    except TorchFileError:
-        raise
+    except TorchFileError as exc:
+        if str(exc).startswith(path):
+            raise
+        # Raised by a stand-in the pickle called, which does not know the file's name.
+        raise TorchFileError(f"{path}: {exc}") from None
     except (pickle.UnpicklingError, EOFError, struct.error, ValueError, TypeError, AttributeError,
             IndexError, KeyError, RecursionError, MemoryError, OverflowError) as exc:
         raise TorchFileError(
@@ -407,7 +410,7 @@ def _check_pickle(data: bytes, start: int, limit: int, what: str) -> int:
     stack: list[Any] = []  # nesting depth of each object, or _MARK
     memo: dict[int, int] = {}
     try:
-        for opcode, arg, pos in _genops(window, min(limit, len(data) - start), what):
+        for opcode, arg, pos in _genops(window, len(data) - start > limit, limit, what):
             name = opcode.name
             if name in _FORBIDDEN:
                 raise TorchFileError(f"{what} uses the {name} opcode at byte {start + pos}; a state dict never does.")
@@ -454,22 +457,23 @@ def _check_pickle(data: bytes, start: int, limit: int, what: str) -> int:
             stack.extend([depth] * len(opcode.stack_after))
     except IndexError:
         raise TorchFileError(f"{what} is malformed: an opcode takes more objects than its stack holds.") from None
-    if len(data) - start > limit:
-        raise TorchFileError(f"{what} is longer than the {limit} bytes allowed (or never ends).")
-    raise TorchFileError(f"{what} is truncated: it ends without a STOP opcode.")
+    raise AssertionError("unreachable: _genops ends at STOP or raises")
 
 
-def _genops(window: IO[bytes], size: int, what: str) -> Iterator[tuple[Any, Any, int]]:
+def _genops(window: io.BytesIO, capped: bool, limit: int, what: str) -> Iterator[tuple[Any, Any, int]]:
+    """pickletools.genops up to STOP; `capped`: the file goes on past the `limit` bytes in `window`."""
     try:
         for opcode, arg, pos in pickletools.genops(window):
             yield opcode, arg, pos
             if opcode.name == "STOP":
                 return
     except ValueError as exc:
-        # pickletools says "at position N, ..."; its counts never allocate more than is there.
-        if window.tell() >= size:
-            raise TorchFileError(f"{what} is truncated or longer than allowed ({exc}).") from None
-        raise TorchFileError(f"{what} is malformed ({exc}).") from None
+        # Its counted reads never take more than is there, and say so with a ValueError.
+        if window.tell() < len(window.getbuffer()):
+            raise TorchFileError(f"{what} is malformed ({exc}).") from None
+        if capped:
+            raise TorchFileError(f"{what} is longer than the {limit} bytes allowed, or never ends.") from None
+        raise TorchFileError(f"{what} is truncated or corrupted ({exc}); reinstall or re-download the file.") from None
 
 
 def _pop(stack: list[Any], opcode: Any) -> list[Any]:
