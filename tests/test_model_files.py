@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import tracemalloc
 import zipfile
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
