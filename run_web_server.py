@@ -15,12 +15,14 @@ if __name__ == "__main__":
 import logging
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import redis
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import inference_v2
 import metrics
 import settings
 from helpers import configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
@@ -88,6 +90,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     _register_routes(app)
     _register_error_handlers(app)
+    inference_v2.register(app)
     return app
 
 
@@ -191,12 +194,7 @@ def predict() -> tuple[Response, int] | Response:
               fetch_later=fetch_later, request_id=g.request_id)
     # Jobs that may be fetched later are marked pending, so GET /result can tell "not yet" from "unknown".
     pending_ttl = timeout + config["RESULT_TTL"] if fetch_later else 0
-    try:
-        queue.submit(job, config["MAX_QUEUE_LENGTH"], pending_ttl=pending_ttl)
-    except QueueFull:
-        raise ServiceUnavailable(
-            f"The queue is full ({config['MAX_QUEUE_LENGTH']} images waiting). Retry shortly."
-        ) from None
+    submit(job, pending_ttl)
     if wants_async:
         return _accepted(job.id)
     request_timeout = config["REQUEST_TIMEOUT"]
@@ -206,11 +204,7 @@ def predict() -> tuple[Response, int] | Response:
         if sync_wait > 0 and sync_wait < request_timeout:
             return _accepted(job.id)
         log.warning("request %s (job %s): no answer within %.1f s", g.request_id, job.id, config["REQUEST_TIMEOUT"])
-        return _error(
-            504,
-            f"No answer from the model within {config['REQUEST_TIMEOUT']:g} s. "
-            "The service is overloaded or no model server is running; retry later.",
-        )
+        return _error(504, no_answer_message(config["REQUEST_TIMEOUT"]))
     if fetch_later:
         queue.forget_pending(job.id)  # answered here: GET /result must not say pending for ever
     response = _answer(answer)
@@ -218,6 +212,39 @@ def predict() -> tuple[Response, int] | Response:
     timing["total"] = (time.perf_counter() - g.started) * 1000
     response[0].headers["Server-Timing"] = _server_timing(timing)
     return response
+
+
+def submit(job: Job, pending_ttl: float = 0) -> None:
+    """Queue one job; ServiceUnavailable (503) when the queue is full."""
+    config = current_app.config
+    try:
+        current_app.extensions["jobqueue"].submit(job, config["MAX_QUEUE_LENGTH"], pending_ttl=pending_ttl)
+    except QueueFull:
+        raise ServiceUnavailable(
+            f"The queue is full ({config['MAX_QUEUE_LENGTH']} images waiting). Retry shortly."
+        ) from None
+
+
+def classify(images: Sequence[np.ndarray], top_k: int, timeout: float,
+             full_output: bool = False) -> list[Result | None]:
+    """Queue each image as a job of its own, then wait for every answer until one deadline.
+
+    Each image is batched by the model servers with everyone else's, exactly as a /predict
+    upload is. An answer is None when it did not come in time.
+    """
+    queue: JobQueue = current_app.extensions["jobqueue"]
+    deadline = time.time() + timeout
+    jobs = [Job(id=new_request_id(), pixels=pixels, top_k=top_k, deadline=deadline, request_id=g.request_id,
+                full_output=full_output) for pixels in images]
+    for job in jobs:
+        submit(job)
+    return [queue.wait_result(job.id, timeout=deadline - time.time()) for job in jobs]
+
+
+def no_answer_message(timeout: float) -> str:
+    """The 504 message."""
+    return (f"No answer from the model within {timeout:g} s. "
+            "The service is overloaded or no model server is running; retry later.")
 
 
 def result(job_id: str) -> tuple[Response, int]:
