@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 import inference_v2
 import metrics
 import settings
+import web_page
 from helpers import configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
 from imaging import ImageError, decode_image
 from jobqueue import JobQueue, QueueFull, queue_from_settings
@@ -91,13 +92,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _register_routes(app)
     _register_error_handlers(app)
     inference_v2.register(app)
+    web_page.register(app)
     return app
 
 
 def _register_routes(app: Flask) -> None:
     app.before_request(_start_request)
     app.after_request(_tag_response)
-    app.add_url_rule("/", view_func=index, methods=["GET"])
+    # The JSON description; GET / (web_page) answers it too, to clients that do not ask for HTML.
+    app.add_url_rule("/api", view_func=index, methods=["GET"])
     app.add_url_rule("/health", view_func=health, methods=["GET"])
     app.add_url_rule("/ready", view_func=ready, methods=["GET"])
     app.add_url_rule("/predict", view_func=predict, methods=["POST"])
@@ -131,6 +134,9 @@ def index() -> Response:
             "GET /ready": "Redis is reachable and a model server is alive",
             "GET /metrics": "Prometheus metrics",
             "GET /openapi.json": "the OpenAPI 3 document of this API",
+            "GET /docs": "the API in Swagger UI; GET / in a browser: a page to classify a photo",
+            "/v2/...": "the Open Inference Protocol (KServe v2 REST), e.g. for tritonclient[http]; "
+                       "POST /v2/repository/index lists the models",
         },
         example="curl -F image=@dog.jpg http://127.0.0.1:8000/predict",
     )
