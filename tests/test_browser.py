@@ -82,6 +82,7 @@ def csp_violations(browser) -> list[str]:
 
 
 def test_a_photo_is_classified_on_the_page(stack, browser, photo, tiny_model):
+    browser.get_log("browser")
     browser.get(stack.url + "/")
     wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "status"), "Choose a photo"))
     assert not browser.find_element(By.ID, "chooser").is_displayed()  # one model: nothing to choose
@@ -114,6 +115,7 @@ def test_a_file_that_is_not_an_image_shows_the_services_error(stack, browser, tm
 
 
 def test_swagger_ui_lists_the_operations(stack, browser):
+    browser.get_log("browser")  # only this page's messages count below
     browser.get(stack.url + "/docs")
     wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")) > 10)
     paths = {element.text.replace("\u200b", "") for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
