@@ -171,6 +171,7 @@ def infer(name: str, version: str | None) -> Response:
     model = find_model(name, version)
     header, binary = _split_body()
     inputs, outputs = _tensors(header, model)
+    _check_room(inputs.shape[0] if inputs.shape else 0)
     images = _images(inputs, binary, model)
     timeout = _timeout(header.get("parameters") or {}, config["REQUEST_TIMEOUT"])
 
@@ -184,6 +185,25 @@ def infer(name: str, version: str | None) -> Response:
             log.error("request %s: model server answered %s: %s", g.request_id, answer.get("status"), answer.get("error"))
             raise ProtocolError(f"Image {index}: {answer.get('error', 'the model failed.')}", int(answer.get("status", 500)))
     return _infer_response(header, model, outputs, answers)
+
+
+def _max_batch() -> int:
+    # A batch larger than the queue could never be queued whole.
+    return min(MAX_BATCH, int(current_app.config["MAX_QUEUE_LENGTH"]))
+
+
+def _check_room(batch: int) -> None:
+    """503 before any decoding when the queue cannot take the whole batch now.
+
+    Each job is still queued with the atomic bounded submit; this only spares the decoding and
+    the partial queueing of a batch that would be refused.
+    """
+    from run_web_server import ServiceUnavailable
+
+    limit = int(current_app.config["MAX_QUEUE_LENGTH"])
+    if 1 <= batch <= _max_batch() and current_app.extensions["jobqueue"].length() + batch > limit:
+        raise ServiceUnavailable(f"The queue is full ({limit} images waiting or in flight; this request has "
+                                 f"{batch}). Retry shortly.")
 
 
 def _split_body() -> tuple[dict[str, Any], bytes]:
@@ -216,7 +236,7 @@ def _json_object(data: bytes, what: str, allow_empty: bool = False) -> dict[str,
         return {}
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ProtocolError(f"{what} is not valid JSON ({exc}). Send a JSON object"
                             + (" (binary tensor data goes after it, with Inference-Header-Content-Length giving "
                                "its length)." if not allow_empty else ".")) from None
@@ -299,7 +319,7 @@ def _outputs(header: dict[str, Any], model: ServedModel) -> list[RequestedOutput
 
 def _timeout(parameters: dict[str, Any], limit: float) -> float:
     """The request's deadline in seconds: REQUEST_TIMEOUT, or the client's shorter `timeout` (microseconds)."""
-    requested = parameters.get("timeout")
+    requested = parameters.get("timeout") if isinstance(parameters, dict) else None
     if requested is None:
         return limit
     if not isinstance(requested, int) or isinstance(requested, bool) or requested <= 0:
@@ -316,22 +336,22 @@ def _images(tensor: InputTensor, binary: bytes, model: ServedModel) -> list[np.n
         raise ProtocolError(f"{len(binary)} bytes follow the JSON header but no input has a binary_data_size.")
     shape = tensor.shape
     batch = shape[0] if shape else 0
-    if not 1 <= batch <= MAX_BATCH:
-        raise ProtocolError(f"Input {tensor.name!r}: the first dimension is the batch, from 1 to {MAX_BATCH} "
+    if tensor.name == IMAGE_INPUT and (not shape or any(n != 1 for n in shape[1:])):
+        raise ProtocolError(f"Input {IMAGE_INPUT!r} must have shape [N] (or [N, 1]): one encoded image "
+                            f"file per element; received {shape}.")
+    expected = [batch, model.input_height, model.input_width, 3]
+    if tensor.name == PIXELS_INPUT and shape != expected:
+        raise ProtocolError(f"Input {PIXELS_INPUT!r} must have shape [N, {model.input_height}, {model.input_width}, 3] "
+                            f"(RGB at the model's input size), received {shape}. Resize the images, or send the "
+                            f"encoded files as input {IMAGE_INPUT!r} (BYTES) instead.")
+    if not 1 <= batch <= _max_batch():
+        raise ProtocolError(f"Input {tensor.name!r}: the first dimension is the batch, from 1 to {_max_batch()} "
                             f"images; received shape {shape}.")
     if tensor.name == IMAGE_INPUT:
-        if any(n != 1 for n in shape[1:]):
-            raise ProtocolError(f"Input {IMAGE_INPUT!r} must have shape [N] (or [N, 1]): one encoded image "
-                                f"file per element; received {shape}.")
         files = list(_bytes_elements(binary)) if tensor.binary_size is not None else _json_bytes(tensor.data)
         if len(files) != batch:
             raise ProtocolError(f"Input {IMAGE_INPUT!r} has shape {shape} but holds {len(files)} elements.")
         return [_decode(data, index, model) for index, data in enumerate(files)]
-    expected = [batch, model.input_height, model.input_width, 3]
-    if shape != expected:
-        raise ProtocolError(f"Input {PIXELS_INPUT!r} must have shape [N, {model.input_height}, {model.input_width}, 3] "
-                            f"(RGB at the model's input size), received {shape}. Resize the images, or send the "
-                            f"encoded files as input {IMAGE_INPUT!r} (BYTES) instead.")
     return list(_pixels(tensor, binary, expected))
 
 
@@ -354,15 +374,17 @@ def _json_bytes(data: Any) -> list[bytes]:
     if not all(isinstance(element, str) for element in elements):
         raise ProtocolError(f"Input {IMAGE_INPUT!r} in JSON must be a list of strings; image files are binary, so "
                             "send them with the binary tensor data extension (tritonclient's default).")
-    return [element.encode("utf-8", "surrogateescape") for element in elements]
+    return [element.encode("utf-8", "surrogatepass") for element in elements]
 
 
-def _flatten(data: Any) -> Iterator[Any]:
+def _flatten(data: Any, depth: int = 0) -> Iterator[Any]:
     if not isinstance(data, list):
         raise ProtocolError(f"Tensor 'data' must be a JSON array, received {type(data).__name__}.")
+    if depth > 8:  # tensors here have at most 4 dimensions; deeper nesting is not a tensor
+        raise ProtocolError("Tensor 'data' is nested deeper than its shape allows.")
     for element in data:
         if isinstance(element, list):
-            yield from _flatten(element)
+            yield from _flatten(element, depth + 1)
         else:
             yield element
 

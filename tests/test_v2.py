@@ -244,7 +244,8 @@ def binary_request(files: list[bytes], declared_size: int | None = None, mangle=
 
 
 @pytest.mark.parametrize("case", ["length prefix past the end", "size mismatch", "header length too long",
-                                  "not json", "json array", "raw binary", "two inputs", "no data"])
+                                  "not json", "json array", "raw binary", "two inputs", "no data",
+                                  "nested too deep", "json nested beyond the parser", "batch beyond the queue"])
 def test_malformed_requests_get_400_with_an_error_object(stack, case):
     files = [png_bytes(1), png_bytes(2)]
     if case == "length prefix past the end":
@@ -263,8 +264,15 @@ def test_malformed_requests_get_400_with_an_error_object(stack, case):
     elif case == "two inputs":
         tensor = {"name": "pixels", "shape": [1, 32, 32, 3], "datatype": "UINT8", "data": [0] * 3072}
         body, length = json.dumps({"inputs": [tensor, tensor]}).encode(), None
-    else:
+    elif case == "no data":
         body, length = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES"}]}).encode(), None
+    elif case == "nested too deep":
+        tensor = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [[[[[[[[[[["x"]]]]]]]]]]]}
+        body, length = json.dumps({"inputs": [tensor]}).encode(), None
+    elif case == "json nested beyond the parser":
+        body, length = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None
+    else:
+        body, length = binary_request([png_bytes(seed) for seed in range(MAX_QUEUE + 1)])
     response = post_infer(stack, body, length)
     assert response.status_code == 400, response.text
     assert response.headers["Content-Type"].startswith("application/json")
