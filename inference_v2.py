@@ -31,6 +31,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from imaging import ImageError, decode_image
+from protocol import Result
 
 log = logging.getLogger("web.v2")
 
@@ -78,9 +79,8 @@ def served_models() -> list[ServedModel]:
         metadata = current_app.extensions["model_metadata"].get()
     except ServiceUnavailable:
         return []
-    return [ServedModel(name=str(metadata["model"]), version=DEFAULT_VERSION,
-                        input_height=int(metadata["input_height"]), input_width=int(metadata["input_width"]),
-                        classes=int(metadata["classes"]))]
+    return [ServedModel(name=metadata.model, version=DEFAULT_VERSION, input_height=metadata.input_height,
+                        input_width=metadata.input_width, classes=metadata.classes)]
 
 
 def find_model(name: str, version: str | None) -> ServedModel:
@@ -181,9 +181,12 @@ def infer(name: str, version: str | None) -> Response:
         if answer is None:
             log.warning("request %s: image %d of %d: no answer within %.1f s", g.request_id, index, len(answers), timeout)
             raise ProtocolError(no_answer_message(timeout), 504)
-        if not answer.get("success"):
-            log.error("request %s: model server answered %s: %s", g.request_id, answer.get("status"), answer.get("error"))
-            raise ProtocolError(f"Image {index}: {answer.get('error', 'the model failed.')}", int(answer.get("status", 500)))
+        if not answer.success:
+            log.error("request %s: model server answered %d: %s", g.request_id, answer.status, answer.error)
+            raise ProtocolError(f"Image {index}: {answer.error}", answer.status)
+        if answer.probabilities is None or any(p.index is None for p in answer.predictions):
+            # A model server of an older version, which ignores full_output.
+            raise ProtocolError("The model server answered without the full output; upgrade it.", 502)
     return _infer_response(header, model, outputs, answers)
 
 
@@ -425,22 +428,21 @@ def _pixels(tensor: InputTensor, binary: bytes, shape: list[int]) -> np.ndarray:
 
 
 def _infer_response(header: dict[str, Any], model: ServedModel, outputs: Sequence[RequestedOutput],
-                    answers: Sequence[dict[str, Any]]) -> Response:
+                    answers: Sequence[Result]) -> Response:
     batch = len(answers)
     blobs: list[bytes] = []
     described = []
     for output in outputs:
         if output.classification:
             k = output.classification
-            elements = [f"{p['probability']}:{p['index']}:{p['label']}"
-                        for answer in answers for p in answer["predictions"][:k]]
+            elements = [f"{p.probability}:{p.index}:{p.label}" for answer in answers for p in answer.predictions[:k]]
             tensor: dict[str, Any] = {"name": OUTPUT, "datatype": "BYTES", "shape": [batch, k]}
             if output.binary:
                 blob = b"".join(_LENGTH.pack(len(e)) + e for e in (element.encode() for element in elements))
             else:
                 tensor["data"] = elements
         else:
-            probabilities = np.asarray([answer["probabilities"] for answer in answers], dtype=np.float32)
+            probabilities = np.asarray([answer.probabilities for answer in answers], dtype=np.float32)
             tensor = {"name": OUTPUT, "datatype": "FP32", "shape": list(probabilities.shape)}
             if output.binary:
                 blob = probabilities.astype("<f4").tobytes()

@@ -21,7 +21,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from bench.stack import Stack, wait_until
-from helpers import Keys
+from protocol import Keys
 from imaging import decode_image
 
 pytestmark = pytest.mark.e2e

@@ -10,17 +10,21 @@ import time
 import numpy as np
 from PIL import Image
 
-from helpers import Job, decode_job, encode_job
 from imaging import decode_image
+from protocol import Job, Prediction, Result
 
 
-def test_full_output_travels_with_the_job_and_is_absent_by_default():
+def test_full_output_travels_with_the_job_and_brings_back_class_indices():
     pixels = np.zeros((4, 4, 3), dtype=np.uint8)
-    plain = Job(id="a" * 32, pixels=pixels, top_k=5, deadline=time.time() + 5)
-    assert "full" not in encode_job(plain)  # /predict's jobs are unchanged on the wire
-    assert decode_job({k.encode(): v for k, v in encode_job(plain).items()}).full_output is False
     full = Job(id="b" * 32, pixels=pixels, top_k=5, deadline=time.time() + 5, full_output=True)
-    assert decode_job({k.encode(): v for k, v in encode_job(full).items()}).full_output is True
+    assert Job.from_redis({k.encode(): v for k, v in full.to_redis().items()}).full_output is True
+    answer = Result.ok([Prediction("cat", 0.75, 3)], {}, probabilities=[0.1, 0.05, 0.1, 0.75])
+    back = Result.from_redis(answer.to_redis())
+    assert back.predictions[0].index == 3 and back.probabilities == [0.1, 0.05, 0.1, 0.75]
+    # /predict's answers are unchanged: no index in the tutorial's JSON.
+    assert back.as_response()["predictions"] == [{"label": "cat", "probability": 0.75}]
+    plain = Result.from_redis(Result.ok([Prediction("cat", 0.75)], {}).to_redis())
+    assert plain.predictions[0].index is None
 
 
 def png(seed: int) -> bytes:
