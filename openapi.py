@@ -64,8 +64,15 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
             },
             "/health": {"get": {"summary": "The web process is alive", "responses": {
                 "200": {"description": "Alive.", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-            "/": {"get": {"summary": "What the service is", "responses": {
+            "/": {"get": {"summary": "A page to classify a photo (browsers); the JSON description (other clients)",
+                          "responses": {"200": {"description": "HTML when the client asks for text/html, else JSON.",
+                                                "content": {"text/html": {"schema": {"type": "string"}},
+                                                            "application/json": {"schema": {"type": "object"}}}}}}},
+            "/api": {"get": {"summary": "What the service is", "responses": {
                 "200": {"description": "A description.", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/docs": {"get": {"summary": "This document in Swagger UI", "responses": {
+                "200": {"description": "A page.", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            **_v2_paths(max_upload_bytes),
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "Text exposition format.", "content": {"text/plain": {"schema": {"type": "string"}}}},
                 **_errors(503)}}},
@@ -113,6 +120,7 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
                     "properties": {"success": {"type": "boolean"}, "default_model": {"type": "string", "nullable": True},
                                    "models": {"type": "array", "items": {"type": "object"}}},
                 },
+                **_V2_SCHEMAS,
                 "Error": {
                     "type": "object",
                     "required": ["success", "error"],
@@ -121,6 +129,8 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
                 },
             },
             "responses": {
+                "V2Error": {"description": "What went wrong and what to do (Open Inference Protocol error).",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}}}},
                 "Error": {"description": "What went wrong and what to do.",
                           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 "Job": {"description": "Accepted: fetch the answer from status_url.",
@@ -176,3 +186,138 @@ def _predict_operation(summary: str, path_parameters: list[dict[str, Any]], max_
     if path_parameters:
         operation["responses"].update(_errors(404))
     return operation
+
+
+# --- the Open Inference Protocol (v2) routes: inference_v2.py ---------------------------------------
+
+_V2_ERROR = {"$ref": "#/components/responses/V2Error"}
+
+
+def _v2_errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): _V2_ERROR for status in statuses}
+
+
+def _json(schema: dict[str, Any], description: str = "OK.") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_PARAMETERS = {"type": "object", "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "number"},
+                                                                   {"type": "boolean"}]}}
+_V2_SCHEMAS: dict[str, Any] = {
+    "V2Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string", "minLength": 1}}},
+    "V2Tensor": {"type": "object", "required": ["name", "datatype", "shape"],
+                 "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
+                                "shape": {"type": "array", "items": {"type": "integer"}}}},
+    "V2InferenceRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "description": "Exactly one input: 'image', BYTES [N], encoded image files (binary data: each a 4-byte "
+                       "little-endian length, then the file); or 'pixels', UINT8 or FP32 [N, H, W, 3], RGB values "
+                       "0..255 at the model's input size (FP32 is rounded). Output 'probabilities', FP32 "
+                       "[N, classes], or with parameters.classification = k, BYTES [N, k] of 'score:index:label'.",
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": _PARAMETERS,
+            "inputs": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["name", "shape", "datatype"],
+                "properties": {"name": {"type": "string", "enum": ["image", "pixels"]},
+                               "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                               "datatype": {"type": "string", "enum": ["BYTES", "UINT8", "FP32"]},
+                               "parameters": _PARAMETERS,
+                               "data": {"type": "array"}}}},
+            "outputs": {"type": "array", "items": {
+                "type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string", "enum": ["probabilities"]}, "parameters": _PARAMETERS}}},
+        },
+    },
+    "V2InferenceResponse": {
+        "type": "object", "required": ["model_name", "outputs"],
+        "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+                       "outputs": {"type": "array", "items": {
+                           "type": "object", "required": ["name", "shape", "datatype"],
+                           "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
+                                          "shape": {"type": "array", "items": {"type": "integer"}},
+                                          "parameters": _PARAMETERS, "data": {"type": "array"}}}}},
+    },
+    "V2ModelMetadata": {
+        "type": "object", "required": ["name", "platform", "inputs", "outputs"],
+        "properties": {"name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
+                       "platform": {"type": "string"},
+                       "inputs": {"type": "array", "items": _ref("V2Tensor")},
+                       "outputs": {"type": "array", "items": _ref("V2Tensor")}},
+    },
+}
+
+
+def _v2_paths(max_upload_bytes: int) -> dict[str, Any]:
+    name = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
+    version = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
+    model_metadata = {"get": {"summary": "v2: a model's metadata (its tensors)", "responses": {
+        "200": _json(_ref("V2ModelMetadata")), **_v2_errors(404, 503)}}}
+    model_ready = {"get": {"summary": "v2: whether a model is ready", "responses": {
+        "200": _json({"type": "object", "required": ["name", "ready"],
+                      "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}}),
+        **_v2_errors(404, 503)}}}
+    infer = {"post": {
+        "summary": "v2: classify a batch of images",
+        "description": "The Open Inference Protocol's inference request, with the binary tensor data and "
+                       "classification extensions. Each image is queued and batched as a /predict upload is.",
+        "parameters": [{"name": "Inference-Header-Content-Length", "in": "header", "required": False,
+                        "description": "With binary tensor data: the length of the JSON header that starts the body.",
+                        "schema": {"type": "integer", "minimum": 1}}],
+        "requestBody": {
+            "required": True,
+            "description": f"At most {max_upload_bytes} bytes.",
+            "content": {"application/json": {"schema": _ref("V2InferenceRequest")},
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "responses": {
+            "200": {"description": "The outputs; binary outputs follow the JSON header "
+                                   "(Inference-Header-Content-Length gives its length).",
+                    "content": {"application/json": {"schema": _ref("V2InferenceResponse")},
+                                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            **_v2_errors(400, 404, 413, 415, 422, 500, 503, 504),
+        },
+    }}
+    paths = {
+        "/v2": {"get": {"summary": "v2: server metadata", "responses": {"200": _json({
+            "type": "object", "required": ["name", "version", "extensions"],
+            "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                           "extensions": {"type": "array", "items": {"type": "string"}}}})}}},
+        "/v2/health/live": {"get": {"summary": "v2: the server is live", "responses": {
+            "200": _json({"type": "object", "properties": {"live": {"type": "boolean"}}})}}},
+        "/v2/health/ready": {"get": {"summary": "v2: the server is ready (a model server is alive)", "responses": {
+            "200": _json({"type": "object", "properties": {"ready": {"type": "boolean"}}}),
+            "503": _json({"type": "object", "required": ["ready", "error"],
+                          "properties": {"ready": {"type": "boolean"}, "error": {"type": "string"}}}, "Not ready.")}}},
+        "/v2/models/{model_name}": {"parameters": [name], **model_metadata},
+        "/v2/models/{model_name}/versions/{model_version}": {"parameters": [name, version], **model_metadata},
+        "/v2/models/{model_name}/ready": {"parameters": [name], **model_ready},
+        "/v2/models/{model_name}/versions/{model_version}/ready": {"parameters": [name, version], **model_ready},
+        "/v2/models/{model_name}/infer": {"parameters": [name], **infer},
+        "/v2/models/{model_name}/versions/{model_version}/infer": {"parameters": [name, version], **infer},
+        "/v2/repository/index": {"post": {
+            "summary": "v2: every model and version the service answers for",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"ready": {"type": "boolean"}}}}}},
+            "responses": {"200": _json({"type": "array", "items": {
+                "type": "object", "required": ["name", "state", "reason"],
+                "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                               "state": {"type": "string"}, "reason": {"type": "string"}}}}),
+                **_v2_errors(400, 503)}}},
+        "/v2/repository/models/{model_name}/load": {"parameters": [name], "post": {
+            "summary": "v2: refused: models are served by starting model servers",
+            "responses": _v2_errors(400)}},
+        "/v2/repository/models/{model_name}/unload": {"parameters": [name], "post": {
+            "summary": "v2: refused: a model stops being served when its model servers stop",
+            "responses": _v2_errors(400)}},
+    }
+    for path in paths.values():
+        for method in ("get", "post"):
+            if method in path:
+                path[method]["tags"] = ["Open Inference Protocol (v2)"]
+    return paths

@@ -183,9 +183,16 @@ class Job:
 class Prediction:
     label: str
     probability: float
+    # The class's index in the output vector, for jobs that asked for the full output (the v2
+    # protocol's classification extension answers "score:index:label"); None otherwise.
+    index: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"label": self.label, "probability": self.probability}
+
+    def to_json(self) -> dict[str, Any]:
+        """The record on the wire: as_json, plus the index when there is one."""
+        return self.as_json() if self.index is None else {**self.as_json(), "index": self.index}
 
 
 @dataclass
@@ -220,7 +227,7 @@ class Result:
     def to_redis(self) -> bytes:
         body: dict[str, Any] = {"success": self.success, "timing": self.timing}
         if self.success:
-            body["predictions"] = [p.as_json() for p in self.predictions]
+            body["predictions"] = [p.to_json() for p in self.predictions]
             if self.probabilities is not None:
                 body["probabilities"] = self.probabilities
             if self.model:
@@ -269,7 +276,10 @@ def _prediction(item: Any) -> Prediction:
     label, probability = item.get("label"), item.get("probability")
     _check(isinstance(label, str) and len(label) <= MAX_TEXT, "a prediction's label is not a short string")
     _check(_is_finite_number(probability), "a prediction's probability is not a finite number")
-    return Prediction(label, float(probability))
+    index = item.get("index")
+    _check(index is None or (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < MAX_CLASSES),
+           "a prediction's index is not a class index")
+    return Prediction(label, float(probability), index)
 
 
 def _timing(raw: Any) -> dict[str, float]:

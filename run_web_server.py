@@ -14,19 +14,22 @@ if __name__ == "__main__":
 
 import logging
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import redis
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import inference_v2
 import metrics
 import settings
+import web_page
 from helpers import configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
 from imaging import ImageError, decode_image
 from jobqueue import JobQueue, QueueFull, queue_from_settings
 from openapi import build_spec
-from protocol import Job, Result
+from protocol import Job, ModelContract, Result
 from registry import ModelNotFound, ModelRegistry, NoModelServer, VersionView
 
 log = logging.getLogger("web")
@@ -58,13 +61,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     _register_routes(app)
     _register_error_handlers(app)
+    inference_v2.register(app)
+    web_page.register(app)
     return app
 
 
 def _register_routes(app: Flask) -> None:
     app.before_request(_start_request)
     app.after_request(_tag_response)
-    app.add_url_rule("/", view_func=index, methods=["GET"])
+    # The JSON description; GET / (web_page) answers it too, to clients that do not ask for HTML.
+    app.add_url_rule("/api", view_func=index, methods=["GET"])
     app.add_url_rule("/health", view_func=health, methods=["GET"])
     app.add_url_rule("/ready", view_func=ready, methods=["GET"])
     app.add_url_rule("/predict", view_func=predict, methods=["POST"])
@@ -105,6 +111,9 @@ def index() -> Response:
             "GET /ready": "Redis is reachable and a model server is alive",
             "GET /metrics": "Prometheus metrics",
             "GET /openapi.json": "the OpenAPI 3 document of this API",
+            "GET /docs": "the API in Swagger UI; GET / in a browser: a page to classify a photo",
+            "/v2/...": "the Open Inference Protocol (KServe v2 REST), e.g. for tritonclient[http]; "
+                       "POST /v2/repository/index lists the models",
         },
         example="curl -F image=@dog.jpg http://127.0.0.1:8000/predict",
     )
@@ -195,12 +204,7 @@ def predict(name: str | None = None, version: str | None = None) -> tuple[Respon
               fetch_later=fetch_later, request_id=g.request_id)
     # Jobs that may be fetched later are marked pending, so GET /result can tell "not yet" from "unknown".
     pending_ttl = timeout + config["RESULT_TTL"] if fetch_later else 0
-    try:
-        queue.submit(job, config["MAX_QUEUE_LENGTH"], pending_ttl=pending_ttl)
-    except QueueFull:
-        raise ServiceUnavailable(
-            f"The queue is full ({config['MAX_QUEUE_LENGTH']} images waiting). Retry shortly."
-        ) from None
+    submit(queue, job, pending_ttl)
     if wants_async:
         return _accepted(job.id)
     request_timeout = config["REQUEST_TIMEOUT"]
@@ -210,11 +214,7 @@ def predict(name: str | None = None, version: str | None = None) -> tuple[Respon
         if sync_wait > 0 and sync_wait < request_timeout:
             return _accepted(job.id)
         log.warning("request %s (job %s): no answer within %.1f s", g.request_id, job.id, config["REQUEST_TIMEOUT"])
-        return _error(
-            504,
-            f"No answer from the model within {config['REQUEST_TIMEOUT']:g} s. "
-            "The service is overloaded or no model server is running; retry later.",
-        )
+        return _error(504, no_answer_message(config["REQUEST_TIMEOUT"]))
     if fetch_later:
         queue.forget_pending(job.id)  # answered here: GET /result must not say pending for ever
     response = _answer(answer)
@@ -222,6 +222,40 @@ def predict(name: str | None = None, version: str | None = None) -> tuple[Respon
     timing["total"] = (time.perf_counter() - g.started) * 1000
     response[0].headers["Server-Timing"] = _server_timing(timing)
     return response
+
+
+def submit(queue: JobQueue, job: Job, pending_ttl: float = 0) -> None:
+    """Queue one job on its model version's queue; ServiceUnavailable (503) when that queue is full."""
+    config = current_app.config
+    try:
+        queue.submit(job, config["MAX_QUEUE_LENGTH"], pending_ttl=pending_ttl)
+    except QueueFull:
+        raise ServiceUnavailable(
+            f"The queue is full ({config['MAX_QUEUE_LENGTH']} images waiting). Retry shortly."
+        ) from None
+
+
+def classify(contract: ModelContract, images: Sequence[np.ndarray], top_k: int, timeout: float,
+             full_output: bool = False) -> list[Result | None]:
+    """Queue each image as a job of its own for the model version `contract` names, then wait for
+    every answer until one deadline.
+
+    Each image is batched by the model servers with everyone else's, exactly as a /predict
+    upload is. An answer is None when it did not come in time.
+    """
+    queue: JobQueue = current_app.extensions["jobqueue"].for_model(contract.name, contract.version)
+    deadline = time.time() + timeout
+    jobs = [Job(id=new_request_id(), pixels=pixels, top_k=top_k, deadline=deadline, request_id=g.request_id,
+                full_output=full_output) for pixels in images]
+    for job in jobs:
+        submit(queue, job)
+    return [queue.wait_result(job.id, timeout=deadline - time.time()) for job in jobs]
+
+
+def no_answer_message(timeout: float) -> str:
+    """The 504 message."""
+    return (f"No answer from the model within {timeout:g} s. "
+            "The service is overloaded or no model server is running; retry later.")
 
 
 def result(job_id: str) -> tuple[Response, int]:

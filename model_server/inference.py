@@ -105,15 +105,17 @@ class BatchRunner:
             job = claimed.job
             timing = {"queue": max(0.0, (started_wall - job.enqueued_at) * 1000), "inference": inference_ms,
                       "batch": float(len(runnable))}
-            answers.append((claimed, Result.ok(top_predictions(row, self.model.labels, job.top_k), timing,
+            predictions = top_predictions(row, self.model.labels, job.top_k, with_index=job.full_output)
+            answers.append((claimed, Result.ok(predictions, timing,
                                                probabilities=row if job.full_output else None,
                                                model=self.contract.name, version=self.contract.version)))
         return answers
 
 
-def top_predictions(probabilities: np.ndarray, labels: Sequence[str], k: int) -> list[Prediction]:
-    """The `k` most probable classes, highest first."""
+def top_predictions(probabilities: np.ndarray, labels: Sequence[str], k: int,
+                    with_index: bool = False) -> list[Prediction]:
+    """The `k` most probable classes, highest first (with their class indices if asked)."""
     k = min(k, len(probabilities))
     top = np.argpartition(-probabilities, k - 1)[:k]
     top = top[np.argsort(-probabilities[top], kind="stable")]
-    return [Prediction(labels[i], float(probabilities[i])) for i in top]
+    return [Prediction(labels[i], float(probabilities[i]), int(i) if with_index else None) for i in top]

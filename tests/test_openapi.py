@@ -44,3 +44,4 @@ def test_the_live_service_matches_its_openapi_document(stack):
         conforms()
         checked.append(operation.label)
     assert "POST /predict" in checked and "GET /result/{job_id}" in checked
+    assert "POST /v2/models/{model_name}/infer" in checked and "POST /v2/repository/index" in checked

@@ -1,0 +1,138 @@
+// The classifier page: lists the served models (model repository index), sends the chosen photo
+// to the Open Inference Protocol's infer route as one encoded image in binary form, and shows
+// the classification extension's top labels. Nothing here loads from another site.
+"use strict";
+
+const TOP = 5;
+const $ = (id) => document.getElementById(id);
+let models = [];
+
+async function answerOf(response) {
+  let body = null;
+  try { body = await response.json(); } catch (_) { /* not JSON: say so below */ }
+  if (!response.ok) {
+    throw new Error(body && body.error ? body.error : `The service answered ${response.status} ${response.statusText}.`);
+  }
+  return body;
+}
+
+async function loadModels() {
+  try {
+    models = await answerOf(await fetch("/v2/repository/index", { method: "POST", body: JSON.stringify({ ready: true }) }));
+  } catch (error) {
+    models = [];
+    showError(`Could not list the models: ${error.message}`);
+  }
+  const select = $("model");
+  select.replaceChildren(...models.map((model, i) => {
+    const option = document.createElement("option");
+    option.value = String(i);
+    option.textContent = `${model.name} (version ${model.version})`;
+    return option;
+  }));
+  $("chooser").hidden = models.length < 2;
+  $("status").textContent = models.length
+    ? `Serving ${models.map((m) => `${m.name} v${m.version}`).join(", ")}. Choose a photo.`
+    : "No model is being served right now: start a model server, then reload this page.";
+}
+
+function modelPath(model) {
+  return `/v2/models/${encodeURIComponent(model.name)}/versions/${encodeURIComponent(model.version)}`;
+}
+
+// The JSON inference header, then the BYTES tensor: a 4-byte little-endian length and the file.
+function inferBody(fileBytes, classes) {
+  const header = new TextEncoder().encode(JSON.stringify({
+    inputs: [{ name: "image", shape: [1], datatype: "BYTES", parameters: { binary_data_size: 4 + fileBytes.byteLength } }],
+    outputs: [{ name: "probabilities", parameters: { classification: classes, binary_data: false } }],
+  }));
+  const body = new Uint8Array(header.byteLength + 4 + fileBytes.byteLength);
+  body.set(header, 0);
+  new DataView(body.buffer).setUint32(header.byteLength, fileBytes.byteLength, true);
+  body.set(new Uint8Array(fileBytes), header.byteLength + 4);
+  return { body, headerLength: header.byteLength };
+}
+
+async function classify(file) {
+  hideError();
+  $("result").hidden = true;
+  const model = models[Number($("model").value)];
+  if (!model) { showError("No model is being served right now."); return; }
+  $("status").textContent = `Classifying ${file.name} with ${model.name}…`;
+  try {
+    const metadata = await answerOf(await fetch(modelPath(model)));
+    const classes = Math.min(TOP, metadata.outputs[0].shape[1]);
+    const { body, headerLength } = inferBody(await file.arrayBuffer(), classes);
+    const answer = await answerOf(await fetch(`${modelPath(model)}/infer`, {
+      method: "POST", body, headers: { "Inference-Header-Content-Length": String(headerLength) },
+    }));
+    showPredictions(answer.outputs[0].data, `${answer.model_name} v${answer.model_version}`);
+    $("status").textContent = `${file.name}: done.`;
+  } catch (error) {
+    showError(error.message);
+    $("status").textContent = `${file.name}: not classified.`;
+  }
+}
+
+function showPredictions(elements, modelName) {
+  const items = elements.map((element) => {
+    // "score:index:label"; a label may itself contain colons.
+    const [score, , ...label] = element.split(":");
+    const probability = Number(score);
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "label";
+    name.textContent = label.join(":");
+    name.title = name.textContent;
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    fill.style.width = `${Math.max(0, Math.min(100, probability * 100)).toFixed(1)}%`;
+    bar.append(fill);
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = `${(probability * 100).toFixed(1)} %`;
+    li.append(name, bar, value);
+    return li;
+  });
+  $("predictions").replaceChildren(...items);
+  $("model-used").textContent = modelName;
+  $("result").hidden = false;
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = false;
+}
+
+function hideError() {
+  $("error").hidden = true;
+}
+
+function preview(file) {
+  const image = $("preview");
+  if (image.src) URL.revokeObjectURL(image.src);
+  image.hidden = !file.type.startsWith("image/");
+  if (!image.hidden) image.src = URL.createObjectURL(file);
+  image.onerror = () => { image.hidden = true; };
+}
+
+function take(file) {
+  if (!file) return;
+  preview(file);
+  classify(file);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const drop = $("drop");
+  $("file").addEventListener("change", (event) => take(event.target.files[0]));
+  drop.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") $("file").click(); });
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    take(event.dataTransfer.files[0]);
+  });
+  loadModels();
+});

@@ -1,0 +1,66 @@
+"""The pages for people: GET / (pick or drop a photo, see its top-5 labels) and GET /docs
+(Swagger UI over /openapi.json). Plain HTML, CSS and JavaScript shipped in web/, and Swagger
+UI's own files from the flask-swagger-ui package: nothing is loaded from another site, so the
+pages work offline.
+
+GET / answers the service's JSON description (also at GET /api) to clients that do not ask for
+HTML, so `curl http://HOST/` still gets JSON.
+"""
+from __future__ import annotations
+
+import os
+from flask import Blueprint, Flask, Response, current_app, request, send_from_directory
+
+_WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+
+# Everything from this origin, no inline script or style (the pages have none), no framing.
+# blob: lets the page preview the photo the person picked without uploading it.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _swagger_ui_dir() -> str:
+    import flask_swagger_ui
+
+    return os.path.join(os.path.dirname(flask_swagger_ui.__file__), "dist")
+
+
+def home() -> Response:
+    if not _wants_html():
+        return current_app.view_functions["index"]()
+    return send_from_directory(_WEB, "index.html", max_age=0)
+
+
+def _wants_html() -> bool:
+    # Browsers name text/html; curl (*/*), scripts and tests without Accept get the JSON.
+    return any(mimetype == "text/html" for mimetype, _ in request.accept_mimetypes)
+
+
+def docs() -> Response:
+    return send_from_directory(_WEB, "docs.html", max_age=0)
+
+
+def docs_asset(filename: str) -> Response:
+    return send_from_directory(_swagger_ui_dir(), filename, max_age=3600)
+
+
+def _secure(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def register(app: Flask) -> None:
+    """Add GET /, /docs and the pages' files (/ui/..., /docs/assets/...) to `app`."""
+    page = Blueprint("page", __name__, static_folder=_WEB, static_url_path="/ui")
+    page.add_url_rule("/", view_func=home, methods=["GET"])
+    page.add_url_rule("/docs", view_func=docs, methods=["GET"])
+    page.add_url_rule("/docs/assets/<path:filename>", view_func=docs_asset, methods=["GET"])
+    page.after_request(_secure)
+    app.register_blueprint(page)
+
