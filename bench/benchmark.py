@@ -32,10 +32,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+# The project root for `bench.*` and the project's modules; tests/ for the harness that the
+# end-to-end tests use too, imported as `harness` exactly as the tests import it (one module).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench import cpu  # noqa: E402
-from bench.stack import PROJECT, VENV_PYTHON, Stack  # noqa: E402
+from harness import PROJECT, VENV_PYTHON, Stack  # noqa: E402
 from bench.timing import time_calls  # noqa: E402
 
 

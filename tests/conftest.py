@@ -14,7 +14,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 import run_model_server  # noqa: E402
-from bench.stack import RedisServer  # noqa: E402
+from harness import RedisServer  # noqa: E402
 
 pytest_plugins = ["web_fixtures"]
 

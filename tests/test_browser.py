@@ -18,7 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from bench.stack import PROJECT, Stack
+from harness import PROJECT, Stack
 from imaging import decode_image
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ import redis
 import requests
 from PIL import Image
 
-from bench.stack import PROJECT, Stack, wait_until
+from harness import PROJECT, Stack, wait_until
 from hostile_inputs import AWKWARD_IMAGES, HOSTILE_UPLOADS
 from imaging import decode_image
 

@@ -9,7 +9,7 @@ import requests
 from PIL import Image
 from skimage import data
 
-from bench.stack import Stack
+from harness import Stack
 from models.imagenet import imagenet_labels
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 import stress_test
-from bench.stack import Stack, wait_until
+from harness import Stack, wait_until
 
 pytestmark = pytest.mark.faults
 

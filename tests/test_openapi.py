@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from bench.stack import Stack
+from harness import Stack
 
 pytestmark = pytest.mark.e2e
 

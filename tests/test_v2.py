@@ -20,7 +20,7 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from bench.stack import Stack, wait_until
+from harness import Stack, wait_until
 from imaging import decode_image
 
 pytestmark = pytest.mark.e2e

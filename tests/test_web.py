@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
-from bench.stack import PROJECT, free_port
+from harness import PROJECT, free_port
 from imaging import decode_image
 from web_fixtures import SERVER_NAME, heartbeat_of, make_queue
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -1,6 +1,7 @@
-"""Start the whole system as real processes: Redis, model servers, Apache (mod_wsgi-express).
+"""Test harness: the whole system as real processes: Redis, model servers, Apache (mod_wsgi-express).
 
-Used by the end-to-end tests and the benchmark, so both exercise exactly what `run.sh` runs.
+Used by the end-to-end tests and the benchmark (bench/benchmark.py imports it as `harness`),
+so both exercise exactly what `run.sh` runs.
 """
 from __future__ import annotations
 
