@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, idempotently: Debian packages (Redis, Apache with its headers,
-# Python's venv and headers), the venv from Debian's python3, and the pip requirements.
+# Python's venv and headers), the venv from Debian's python3, and the Python dependencies
+# declared in pyproject.toml.
 # Apache started as root runs its daemons as www-data, which cannot read a Python under
 # root's home; Debian's /usr/bin/python3 it can, so the venv is made from that.
 set -euo pipefail
@@ -31,13 +32,24 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install -q --upgrade pip
 fi
 
-stamp="$venv/.requirements.sha256"
-wanted="$(sha256sum "$project/requirements.txt" | cut -d' ' -f1)"
+# Dependencies come from pyproject.toml: the runtime ones plus the extras in EXTRAS
+# (default: test and bench, so ./test.sh and the benchmark work; EXTRAS=jax or torch adds a
+# Keras backend). Only the dependencies are installed, not the project's own modules: the
+# service runs from this checkout (see pyproject.toml). A stamp of pyproject.toml and the
+# extras makes re-runs instant; any change to either reinstalls.
+extras="${EXTRAS-test,bench}"
+stamp="$venv/.pyproject-deps.sha256"
+wanted="$( (cat "$project/pyproject.toml"; echo "extras=$extras") | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-  log "installing Python packages (first time: a few minutes)"
+  log "installing Python packages from pyproject.toml, extras '${extras}' (first time: a few minutes)"
+  requirements="$(mktemp)"
+  trap 'rm -f "$requirements"' EXIT
+  "$venv/bin/python" "$project/scripts/requirements.py" "$extras" > "$requirements"
   # A cached mod_wsgi wheel may have been built against another libpython: build it here.
-  "$venv/bin/pip" install -q --no-cache-dir "$(grep -E '^mod_wsgi' "$project/requirements.txt")"
-  "$venv/bin/pip" install -q -r "$project/requirements.txt"
+  "$venv/bin/pip" install -q --no-cache-dir "$(grep -E '^mod_wsgi' "$requirements")"
+  "$venv/bin/pip" install -q -r "$requirements"
+  rm -f "$requirements"
+  trap - EXIT
   echo "$wanted" > "$stamp"
 fi
 
