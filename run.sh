@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole system in the foreground on 127.0.0.1:$PORT (default 8000): Redis (unless one
 # already answers at REDIS_URL), the model server, and Apache with mod_wsgi in daemon mode.
-# Ctrl-C (or SIGTERM) stops everything it started. Settings come from the environment (see
+# Ctrl-C (or SIGTERM) stops everything it started, in order (below). Settings come from the environment (see
 # settings.py), e.g.  PORT=9000 MODEL=resnet50 MODEL_WEIGHTS=random ./run.sh
 set -euo pipefail
 project="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -9,16 +9,59 @@ cd "$project"
 "$project/scripts/bootstrap.sh"
 venv="${VENV:-$project/.venv}"
 eval "$("$venv/bin/python" settings.py)"
-export KEY_PREFIX QUEUE_NAME REDIS_URL PORT HOST
+export KEY_PREFIX QUEUE_NAME REDIS_URL PORT HOST REQUEST_TIMEOUT
 mkdir -p .run
 log() { echo "[run] $*" >&2; }
 
-children=()
+# Ctrl-C (or SIGTERM) stops the parts in order, so that nothing accepted is lost:
+#   1. Apache, gracefully (SIGWINCH to httpd = graceful-stop): it stops accepting
+#      connections and its requests in flight are answered (the model server still runs);
+#   2. the model server (SIGTERM): it finishes and answers the batch it has claimed;
+#   3. Redis, only if this script started it, with SHUTDOWN SAVE (its data lands in .run/redis).
+# Each part runs in a session of its own (setsid), so a Ctrl-C in the terminal reaches only
+# this script and not every part at once. Each wait is bounded; a part that outlives it is killed.
+redis_pid="" model_pid="" apache_pid=""
+# serve.sh keeps Apache's files (and httpd.pid) here; both agree on the folder through this.
+export APACHE_SERVER_ROOT="${APACHE_SERVER_ROOT:-$project/.run/apache-$PORT}"
+
+# Wait, at most $2 seconds, for process $1 to exit, then SIGKILL its process group (each part
+# leads one, from setsid) if it is still there. GNU tail --pid checks 5 times a second whether
+# the process lives. (bash's own `wait PID`, called from the signal trap, was seen to miss the
+# child's exit and block until some other child ended, so it is not used here.)
+wait_bounded() {
+  local pid="$1" seconds="$2" what="$3"
+  if ! timeout "$seconds" tail --pid="$pid" -s 0.2 -f /dev/null; then
+    log "$what did not stop within $seconds s; killing it"
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+}
+
 stop_all() {
-  trap - INT TERM EXIT
-  log "stopping"
-  for pid in "${children[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${children[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # A second Ctrl-C while stopping would cut the ordered stop short; every wait is bounded.
+  trap '' INT TERM
+  trap - EXIT
+  if [ -n "$apache_pid" ] && kill -0 "$apache_pid" 2>/dev/null; then
+    log "stopping Apache gracefully (requests in flight are answered first)"
+    # SIGWINCH goes to httpd itself: on a terminal, mod_wsgi-express runs httpd under a
+    # wrapper process that passes on other signals but swallows SIGWINCH (window resizes).
+    httpd_pid="$(cat "$APACHE_SERVER_ROOT/httpd.pid" 2>/dev/null || true)"
+    if [ -z "$httpd_pid" ] || ! kill -WINCH "$httpd_pid" 2>/dev/null; then
+      kill -TERM "$apache_pid" 2>/dev/null || true
+    fi
+    # In-flight requests end within REQUEST_TIMEOUT (504 at worst).
+    wait_bounded "$apache_pid" "$(( ${REQUEST_TIMEOUT%.*} + 30 ))" "Apache"
+  fi
+  if [ -n "$model_pid" ] && kill -0 "$model_pid" 2>/dev/null; then
+    log "stopping the model server (it answers the batch in hand first)"
+    kill -TERM "$model_pid" 2>/dev/null || true
+    wait_bounded "$model_pid" 60 "the model server"
+  fi
+  if [ -n "$redis_pid" ] && kill -0 "$redis_pid" 2>/dev/null; then
+    log "stopping redis-server (SHUTDOWN SAVE: its data is kept in .run/redis)"
+    timeout 30 redis-cli -u "$REDIS_URL" shutdown save >/dev/null 2>&1 || kill -TERM "$redis_pid" 2>/dev/null || true
+    wait_bounded "$redis_pid" 30 "redis-server"
+  fi
+  log "stopped"
 }
 trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
@@ -32,26 +75,26 @@ else
   mkdir -p .run/redis
   log "starting redis-server on 127.0.0.1:$redis_port"
   # hz 100: Redis ends blocking waits (the batch window) to within 10 ms.
-  redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$project/.run/redis" \
+  setsid redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$project/.run/redis" \
     --save "" --appendonly no --hz 100 --loglevel warning &
-  children+=($!)
+  redis_pid=$!
   for _ in $(seq 50); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
 log "starting the model server (MODEL=$MODEL)"
-"$venv/bin/python" run_model_server.py &
-children+=($!)
+setsid "$venv/bin/python" run_model_server.py &
+model_pid=$!
 
 log "starting Apache (mod_wsgi daemon mode) on http://$HOST:$PORT"
-"$project/apache/serve.sh" &
-children+=($!)
+setsid "$project/apache/serve.sh" &
+apache_pid=$!
 
 for _ in $(seq 600); do
   if curl -fs "http://$HOST:$PORT/ready" >/dev/null 2>&1; then
     log "ready: curl -F image=@dog.jpg http://$HOST:$PORT/predict"
     break
   fi
-  for pid in "${children[@]}"; do
+  for pid in $redis_pid $model_pid $apache_pid; do
     kill -0 "$pid" 2>/dev/null || { log "a component exited during start-up; see the log above"; exit 1; }
   done
   sleep 0.5
@@ -59,6 +102,6 @@ done
 
 # Whichever component stops first (a crash, or Ctrl-C), the rest are stopped with it.
 status=0
-wait -n "${children[@]}" || status=$?
+wait -n $redis_pid $model_pid $apache_pid || status=$?
 log "a component exited with status $status"
 exit "$status"
