@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Serves the web tier through Apache + mod_wsgi in daemon mode (mod_wsgi-express), in the
-# foreground, with the same daemon settings as apache/keras-rest-api.conf. Settings come from
+# foreground, with the same daemon settings as the system vhost (deploy/keras-rest-api.conf.in,
+# both rendered from settings.py). Settings come from
 # settings.py and so from the environment (PORT, WSGI_PROCESSES, WSGI_THREADS, ...).
 # Usage: apache/serve.sh [extra mod_wsgi-express options]
 set -euo pipefail

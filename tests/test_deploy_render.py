@@ -1,0 +1,87 @@
+"""deploy/render.py: the system vhost, the model-server service and the env file come from settings.py."""
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import PROJECT
+
+RENDER = PROJECT / "deploy" / "render.py"
+
+
+def render(tmp_path: Path, *args: str, **env: str) -> Path:
+    out = tmp_path / "out"
+    environment = {"PATH": "/usr/bin:/bin", **env}
+    subprocess.run([sys.executable, str(RENDER), "--out", str(out), "--project", "/srv/kras", *args],
+                   env=environment, check=True, capture_output=True, timeout=60)
+    return out
+
+
+def test_vhost_takes_processes_threads_timeouts_and_body_limit_from_settings(tmp_path):
+    out = render(tmp_path, "--port", "8123", WSGI_PROCESSES="3", WSGI_THREADS="12", WSGI_QUEUE_TIMEOUT="9",
+                 REQUEST_TIMEOUT="20.5", MAX_UPLOAD_BYTES="1000", KEEP_ALIVE_TIMEOUT="4")
+    vhost = (out / "keras-rest-api.conf").read_text()
+    assert "Listen 8123\n<VirtualHost *:8123>" in vhost
+    assert "processes=3 threads=12" in vhost
+    assert "queue-timeout=9" in vhost and "request-timeout=35" in vhost
+    assert f"LimitRequestBody {1000 + 1024 * 1024}" in vhost
+    assert "KeepAlive On\n    KeepAliveTimeout 4" in vhost
+    assert "python-home=/srv/kras/.venv" in vhost and "python-path=/srv/kras" in vhost
+    assert not re.search(r"@[A-Z_]+@", vhost)
+
+
+def test_defaults_listen_on_debians_port_80_with_keep_alive_off(tmp_path):
+    vhost = (render(tmp_path) / "keras-rest-api.conf").read_text()
+    assert "<VirtualHost *:80>" in vhost and "\nListen" not in vhost
+    assert "KeepAlive Off" in vhost and "processes=2 threads=32" in vhost
+
+
+def test_env_file_holds_every_setting_quoted_for_sh(tmp_path):
+    out = render(tmp_path, REDIS_URL="redis://:p w@queue:6379/0", MODEL="/models/my model.keras")
+    lines = (out / "env").read_text().splitlines()
+    values = {}
+    for line in lines:
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            values[name] = "".join(shlex.split(value))
+    assert values["REDIS_URL"] == "redis://:p w@queue:6379/0"
+    assert values["MODEL"] == "/models/my model.keras"
+    assert values["MODEL_CACHE_DIR"] == "/var/cache/keras-rest-api"
+    assert "BATCH_SIZE" in values and "PORT" not in values
+    # sh reads it the same way (the init script sources it).
+    echoed = subprocess.run(["sh", "-c", f"set -a; . {out / 'env'}; printf %s \"$MODEL\""],
+                            capture_output=True, text=True, check=True, timeout=10).stdout
+    assert echoed == "/models/my model.keras"
+
+
+def test_services_run_the_projects_venv_and_read_the_env_file(tmp_path):
+    out = render(tmp_path, "--venv", "/opt/venv")
+    unit = (out / "keras-model-server@.service").read_text()
+    assert "ExecStart=/opt/venv/bin/python run_model_server.py" in unit
+    assert "EnvironmentFile=/etc/keras-rest-api/env" in unit and "Before=apache2.service" in unit
+    init = (out / "keras-model-server").read_text()
+    assert "PYTHON=/opt/venv/bin/python" in init and "TERM/$STOP_TIMEOUT/KILL" in init
+    assert (out / "keras-model-server").stat().st_mode & 0o111
+    subprocess.run(["sh", "-n", str(out / "keras-model-server")], check=True, timeout=10)
+    wsgi = (out / "keras_rest_api.wsgi").read_text()
+    compile(wsgi, "keras_rest_api.wsgi", "exec")
+    assert "/srv/kras/keras_rest_api_app.wsgi" in wsgi
+
+
+def test_a_bad_setting_fails_naming_it(tmp_path):
+    result = subprocess.run([sys.executable, str(RENDER), "--out", str(tmp_path)], env={"WSGI_THREADS": "many"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "WSGI_THREADS" in result.stderr
+
+
+def test_a_placeholder_without_a_value_is_an_error():
+    sys.path.insert(0, str(PROJECT / "deploy"))
+    import render as module
+
+    with pytest.raises(KeyError, match="NOPE"):
+        module.fill("x @NOPE@", {}, "t")

@@ -1,0 +1,171 @@
+"""The tutorial's deployment path for real: install into the machine's own Apache and service
+manager with deploy/install.sh, start the model server through its installed service script,
+`service apache2 restart`, classify an image, then deploy/uninstall.sh and find /etc/apache2
+exactly as it was.
+
+Needs root and Debian's apache2 (./test.sh installs it). The vhost listens on a free port, not
+80, and Apache is left running or stopped as it was found. A lock serialises runs on one machine.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import requests
+
+from harness import PROJECT, RedisServer, free_port, wait_until
+from imaging import decode_image
+from test_web import png_bytes
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="installs into the system Apache: needs root"),
+    pytest.mark.skipif(shutil.which("apache2ctl") is None or not Path("/etc/apache2").is_dir(),
+                       reason="Debian's apache2 is not installed (./test.sh installs it)"),
+]
+
+LOCK = Path("/run/lock/keras-rest-api-system-apache.lock")
+# Everything the install may touch outside /etc/apache2, which is compared whole.
+OTHER_PATHS = [Path("/etc/keras-rest-api"), Path("/etc/init.d/keras-model-server"),
+               Path("/etc/systemd/system/keras-model-server@.service"), Path("/run/keras-model-server.pid"),
+               Path("/var/cache/keras-rest-api"), Path("/var/log/keras-rest-api")]
+
+
+def snapshot() -> dict[str, str]:
+    """Every file and link under /etc/apache2 and the rc.d links, with content hash or target."""
+    state = {}
+    roots = [Path("/etc/apache2")] + sorted(Path("/etc").glob("rc?.d"))
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.is_symlink():
+                state[str(path)] = "-> " + os.readlink(path)
+            elif path.is_file():
+                state[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for path in OTHER_PATHS:
+        state[str(path)] = "present" if path.exists() else "absent"
+    return state
+
+
+def apache_running() -> bool:
+    pidfile = Path("/run/apache2/apache2.pid")
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def sh(*command: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(command)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture()
+def machine_lock() -> Iterator[None]:
+    """One system-Apache test at a time on this machine (other checkouts run this test too)."""
+    with open(LOCK, "w") as handle:
+        def locked() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                return False
+
+        wait_until(locked, 900, f"the lock {LOCK} (another system-Apache test is running)")
+        yield
+
+
+@pytest.fixture()
+def readable_model(tiny_model_files: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The tiny model where the model server, running as www-data, can read it."""
+    directory = Path(tempfile.mkdtemp(prefix="kras-system-model-"))
+    directory.chmod(0o755)
+    files = dict(tiny_model_files)
+    for key in ("MODEL", "MODEL_LABELS"):
+        target = directory / Path(files[key]).name
+        shutil.copyfile(files[key], target)
+        target.chmod(0o644)
+        files[key] = str(target)
+    yield files
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def logs() -> str:
+    parts = []
+    for path in (Path("/var/log/keras-rest-api/model-server.log"), Path("/var/log/apache2/keras-rest-api-error.log"),
+                 Path("/var/log/apache2/error.log")):
+        if path.exists():
+            parts.append(f"--- {path}\n{path.read_text(errors='replace')[-2500:]}")
+    return "\n".join(parts)
+
+
+def test_install_into_system_apache_classify_and_uninstall(machine_lock, readable_model, tiny_model, tmp_path):
+    before = snapshot()
+    was_running = apache_running()
+    redis_dir = Path(tempfile.mkdtemp(prefix="kras-system-redis-"))
+    redis_server = RedisServer(redis_dir)
+    redis_server.start()
+    port = free_port()
+    env = {**os.environ, **readable_model, "REDIS_URL": redis_server.url, "KEY_PREFIX": "system-apache-test",
+           "VHOST_PORT": str(port), "WSGI_PROCESSES": "1", "WSGI_THREADS": "7", "HEARTBEAT_INTERVAL": "0.5",
+           "MAX_UPLOAD_BYTES": "3000000"}
+    try:
+        sh(str(PROJECT / "deploy" / "install.sh"), str(PROJECT), env=env)
+        # Rendered from the settings of the install's environment, not hard-coded.
+        vhost = Path("/etc/apache2/sites-available/keras-rest-api.conf").read_text()
+        assert "processes=1 threads=7" in vhost and f"<VirtualHost *:{port}>" in vhost
+        assert f"LimitRequestBody {3000000 + 1024 * 1024}" in vhost
+        assert f"REDIS_URL={redis_server.url}" in Path("/etc/keras-rest-api/env").read_text()
+
+        sh("service", "keras-model-server", "start")
+        sh("service", "apache2", "restart")
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return requests.get(f"{url}/ready", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        try:
+            wait_until(ready, 120, f"{url}/ready through the system Apache")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{logs()}") from None
+        sh("service", "keras-model-server", "status")  # the init script finds its server running
+
+        image = png_bytes(11, size=(64, 48))
+        response = requests.post(f"{url}/predict", files={"image": ("x.png", image)}, data={"top_k": "5"}, timeout=30)
+        assert response.status_code == 200, f"{response.status_code} {response.text}\n{logs()}"
+        expected = tiny_model.predict(np.stack([decode_image(image, tiny_model.input_size, 10**8)]))[0]
+        got = {p["label"]: p["probability"] for p in response.json()["predictions"]}
+        assert got == pytest.approx({label: float(p) for label, p in zip(tiny_model.labels, expected)}, abs=1e-4)
+        # Apache's own errors are the project's JSON documents: a body over LimitRequestBody.
+        too_big = requests.post(f"{url}/predict", data=b"\0" * (3000000 + 2 * 1024 * 1024),
+                                headers={"Content-Type": "image/png"}, timeout=30)
+        assert too_big.status_code == 413 and too_big.json()["success"] is False
+    finally:
+        uninstalled = subprocess.run([str(PROJECT / "deploy" / "uninstall.sh")], capture_output=True, text=True,
+                                     timeout=180)
+        if was_running:
+            subprocess.run(["service", "apache2", "restart"], capture_output=True, timeout=120)
+        else:
+            subprocess.run(["service", "apache2", "stop"], capture_output=True, timeout=120)
+        redis_server.stop()
+        shutil.rmtree(redis_dir, ignore_errors=True)
+    assert uninstalled.returncode == 0, uninstalled.stdout + uninstalled.stderr
+    after = snapshot()
+    changed = {path: (before.get(path), after.get(path)) for path in before.keys() | after.keys()
+               if before.get(path) != after.get(path)}
+    assert not changed, f"uninstall left the machine changed: {changed}"
+    assert apache_running() == was_running
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/ready", timeout=2)
