@@ -91,7 +91,7 @@ apache_pid=$!
 
 for _ in $(seq 600); do
   if curl -fs "http://$HOST:$PORT/ready" >/dev/null 2>&1; then
-    log "ready: curl -F image=@dog.jpg http://$HOST:$PORT/predict"
+    log "ready: curl -F image=@samples/chelsea.jpg http://$HOST:$PORT/predict"
     break
   fi
   for pid in $redis_pid $model_pid $apache_pid; do

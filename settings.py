@@ -73,7 +73,7 @@ PORT = env("PORT", 8000)
 # cheap and set how many requests can be in flight; processes only spread the decoding.
 WSGI_PROCESSES = env("WSGI_PROCESSES", 2)
 WSGI_THREADS = env("WSGI_THREADS", 32)
-# Seconds a request may wait for a free daemon thread before Apache answers 503.
+# Seconds a request may wait for a free daemon thread before Apache answers 504 (mod_wsgi's queue timeout).
 WSGI_QUEUE_TIMEOUT = env("WSGI_QUEUE_TIMEOUT", 15)
 # Seconds Apache keeps an idle client connection open for its next request; 0 closes each
 # connection after its answer. Off by default: when every worker thread of one Apache child is

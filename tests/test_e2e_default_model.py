@@ -49,3 +49,25 @@ def test_a_real_photograph_gets_its_class(stack, photo, fmt, expected):
 
 def test_ready_names_the_default_model(stack):
     assert requests.get(f"{stack.url}/ready", timeout=5).json()["models"] == ["efficientnet_lite0"]
+
+
+def test_the_readmes_first_curl_answers_as_the_readme_shows(stack):
+    """README's first example posts the shipped sample photograph; its printed answer must be true."""
+    import json
+    import re
+
+    from harness import PROJECT
+
+    sample = PROJECT / "samples" / "chelsea.jpg"
+    assert sample.stat().st_size < 100_000, "the shipped sample must stay small"
+    readme = (PROJECT / "README.md").read_text()
+    shown = re.search(r"\$ curl -F image=@samples/chelsea\.jpg http://127\.0\.0\.1:8000/predict\n(\{.*\})\n", readme)
+    assert shown, "README's first curl example is missing or changed its form"
+    expected = json.loads(shown.group(1))
+    with open(sample, "rb") as photo:
+        response = requests.post(f"{stack.url}/predict", files={"image": ("chelsea.jpg", photo)}, timeout=60)
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert [p["label"] for p in got["predictions"]] == [p["label"] for p in expected["predictions"]]
+    assert [p["probability"] for p in got["predictions"]] == pytest.approx(
+        [p["probability"] for p in expected["predictions"]], abs=1e-4)
