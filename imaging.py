@@ -376,6 +376,10 @@ def _tiff_decoder_bytes(image: Image.Image, data_length: int) -> int:
         chunk_w, chunk_h = int(tags[322]), int(tags[323])
     else:
         chunk_w, chunk_h = width, min(int(tags.get(278, height) or height), height)
-    raw = math.ceil(chunk_w * bits_per_pixel / 8) * chunk_h
-    # The decoded strip, and its RGBA form where Pillow reads through TIFFReadRGBA* (YCbCr, JPEG).
-    return raw + chunk_w * chunk_h * _WORD + 2 * data_length
+    chunk = math.ceil(chunk_w * bits_per_pixel / 8) * chunk_h
+    if tags.get(259) in (6, 7) or tags.get(262) == 6:
+        # JPEG-compressed or YCbCr data goes through TIFFReadRGBA*: four bytes a pixel.
+        chunk = max(chunk, chunk_w * chunk_h * _WORD)
+    # The decoded strip or tile, the file (Pillow reads it whole for libtiff) and libtiff's copy
+    # of the compressed strip.
+    return chunk + 2 * data_length

@@ -25,12 +25,14 @@ import inference_v2
 import metrics
 import settings
 import web_page
+from decode_budget import DecodeBudget
 from helpers import configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
 from imaging import ImageError, decode_image
 from jobqueue import JobQueue, QueueFull, queue_from_settings
 from openapi import build_spec
 from protocol import Job, ModelContract, Result
 from registry import ModelNotFound, ModelRegistry, NoModelServer, VersionView
+from request_limits import check_upload_type, refuse_unparsed_bodies
 
 log = logging.getLogger("web")
 
@@ -59,6 +61,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["models"] = ModelRegistry(
         queue, app.config["HEARTBEAT_TTL"], app.config["METADATA_CACHE_SECONDS"], app.config["DEFAULT_MODEL"]
     )
+    # One per process: every decode of this process (v1 and v2 routes) reserves its bytes here.
+    app.extensions["decode_budget"] = DecodeBudget(
+        app.config["DECODE_MEMORY_BUDGET"], app.config["DECODE_WAIT_MS"] / 1000, app.config["RETRY_AFTER_SECONDS"]
+    )
     _register_routes(app)
     _register_error_handlers(app)
     inference_v2.register(app)
@@ -68,6 +74,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 def _register_routes(app: Flask) -> None:
     app.before_request(_start_request)
+    app.before_request(refuse_unparsed_bodies)
     app.after_request(_tag_response)
     # The JSON description; GET / (web_page) answers it too, to clients that do not ask for HTML.
     app.add_url_rule("/api", view_func=index, methods=["GET"])
@@ -185,13 +192,17 @@ def _model_json(name: str, versions: Mapping[str, VersionView]) -> dict[str, Any
 def predict(name: str | None = None, version: str | None = None) -> tuple[Response, int] | Response:
     """POST /predict (the default model), /models/<name>/predict, /models/<name>/versions/<v>/predict."""
     config = current_app.config
-    top_k = _top_k(config)
-    data = _upload_bytes()
     contract = current_app.extensions["models"].resolve(name, version)
     queue: JobQueue = current_app.extensions["jobqueue"].for_model(contract.name, contract.version)
+    # Refuse before reading and decoding the upload; submit's atomic check still enforces the bound.
+    if queue.length() >= config["MAX_QUEUE_LENGTH"]:
+        raise ServiceUnavailable(f"The queue is full ({config['MAX_QUEUE_LENGTH']} images waiting). Retry shortly.")
+    top_k = _top_k(config)
+    data = _upload_bytes()
 
     decode_started = time.perf_counter()
-    pixels = decode_image(data, contract.input_size, config["MAX_IMAGE_PIXELS"])
+    pixels = decode_image(data, contract.input_size, config["MAX_IMAGE_PIXELS"],
+                          budget=current_app.extensions["decode_budget"])
     decode_ms = (time.perf_counter() - decode_started) * 1000
 
     wants_async = _wants_async()
@@ -314,7 +325,8 @@ def _top_k(config: Mapping[str, Any]) -> int:
 def _upload_bytes() -> bytes:
 
     content_type = request.mimetype or ""
-    if content_type == "multipart/form-data" or content_type == "application/x-www-form-urlencoded":
+    check_upload_type(content_type)
+    if content_type == "multipart/form-data":
         upload = request.files.get("image")
         if upload is None:
             raise ImageError(
@@ -322,17 +334,12 @@ def _upload_bytes() -> bytes:
                 "Send the file as: curl -F image=@dog.jpg http://HOST/predict"
             )
         return upload.read()
-    if content_type.startswith("image/") or content_type == "application/octet-stream":
-        data = request.get_data(cache=False)
-        # A body streamed without Content-Length is cut at the limit rather than refused, so
-        # one that reaches the limit may have been longer.
-        if request.content_length is None and len(data) >= current_app.config["MAX_UPLOAD_BYTES"]:
-            raise RequestEntityTooLarge()
-        return data
-    raise ImageError(
-        f"Unsupported Content-Type {content_type or '(none)'!r}. Send multipart/form-data with a "
-        "field 'image', or the raw image bytes with Content-Type image/*."
-    )
+    data = request.get_data(cache=False)  # image/* or application/octet-stream
+    # A body streamed without Content-Length is cut at the limit rather than refused, so
+    # one that reaches the limit may have been longer.
+    if request.content_length is None and len(data) >= current_app.config["MAX_UPLOAD_BYTES"]:
+        raise RequestEntityTooLarge()
+    return data
 
 
 def _server_timing(timing: Mapping[str, float]) -> str:
@@ -351,8 +358,9 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ImageError)
     def image_error(exc: ImageError) -> tuple[Response, int]:
-        log.info("request %s: rejected upload (%d): %s", g.get("request_id"), exc.status, exc)
-        return _error(exc.status, str(exc))
+        log.log(logging.WARNING if exc.status >= 500 else logging.INFO,
+                "request %s: rejected upload (%d): %s", g.get("request_id"), exc.status, exc)
+        return _error(exc.status, str(exc), exc.headers)
 
     @app.errorhandler(ModelNotFound)
     def model_not_found(exc: ModelNotFound) -> tuple[Response, int]:

@@ -58,6 +58,16 @@ SYNC_WAIT_MS = env("SYNC_WAIT_MS", 0)
 MAX_UPLOAD_BYTES = env("MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 # Decompression-bomb guard, checked from the image header before any pixel is decoded.
 MAX_IMAGE_PIXELS = env("MAX_IMAGE_PIXELS", 50_000_000)
+# Bytes all concurrent image decodes of one web process may hold (each daemon process has its
+# own). An upload's cost is known from its header before decoding: its decoded frame (width x
+# height x 1 to 4 bytes a pixel by mode; libwebp and libtiff add their own buffers) plus small
+# working copies; JPEG counts its reduced (draft) size, progressive JPEG its full-size DCT
+# coefficients. An upload that alone needs more is refused with 413; one that finds too little
+# free waits up to DECODE_WAIT_MS, then gets 503 with Retry-After. The default admits the worst
+# case under MAX_IMAGE_PIXELS (a lossless RGBA WebP: about 16 bytes a pixel, 800 MB at 50 M).
+DECODE_MEMORY_BUDGET = env("DECODE_MEMORY_BUDGET", 1024 * 1024 * 1024)
+# How long (ms) a decode waits for room in DECODE_MEMORY_BUDGET before its request gets 503.
+DECODE_WAIT_MS = env("DECODE_WAIT_MS", 1000)
 DEFAULT_TOP_K = env("DEFAULT_TOP_K", 5)
 MAX_TOP_K = env("MAX_TOP_K", 20)
 # Seconds a web process trusts the model metadata (input size) it read from Redis.
@@ -75,6 +85,17 @@ WSGI_PROCESSES = env("WSGI_PROCESSES", 2)
 WSGI_THREADS = env("WSGI_THREADS", 32)
 # Seconds a request may wait for a free daemon thread before Apache answers 504 (mod_wsgi's queue timeout).
 WSGI_QUEUE_TIMEOUT = env("WSGI_QUEUE_TIMEOUT", 15)
+# Reading a request from a client (Apache's mod_reqtimeout): seconds allowed for the request
+# line and headers, extended by one second per REQUEST_HEADER_MIN_RATE bytes received, up to
+# REQUEST_HEADER_MAX_TIMEOUT; the same for the body. A client that trickles (a byte a second)
+# is cut off with 408 after the first timeout, so it cannot hold a worker or a daemon thread
+# for long; an honest slow upload of MAX_UPLOAD_BYTES needs REQUEST_BODY_MIN_RATE bytes a second.
+REQUEST_HEADER_TIMEOUT = env("REQUEST_HEADER_TIMEOUT", 5)
+REQUEST_HEADER_MAX_TIMEOUT = env("REQUEST_HEADER_MAX_TIMEOUT", 10)
+REQUEST_HEADER_MIN_RATE = env("REQUEST_HEADER_MIN_RATE", 500)
+REQUEST_BODY_TIMEOUT = env("REQUEST_BODY_TIMEOUT", 5)
+REQUEST_BODY_MAX_TIMEOUT = env("REQUEST_BODY_MAX_TIMEOUT", 60)
+REQUEST_BODY_MIN_RATE = env("REQUEST_BODY_MIN_RATE", 50_000)
 # Seconds Apache keeps an idle client connection open for its next request; 0 closes each
 # connection after its answer. Off by default: when every worker thread of one Apache child is
 # busy, Apache's event MPM closes that child's idle keep-alive connections, and a client that

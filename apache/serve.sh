@@ -33,6 +33,13 @@ args=(
   --queue-timeout "$WSGI_QUEUE_TIMEOUT"
   --keep-alive-timeout "$KEEP_ALIVE_TIMEOUT"
   --limit-request-body "$body_limit"
+  # Slow clients (mod_reqtimeout): a client trickling its headers or body is cut off with 408
+  # after the first timeout unless it keeps up the minimum rate, and never lasts beyond the
+  # maximum, so trickling connections cannot hold Apache's workers or the daemon threads.
+  --header-timeout "$REQUEST_HEADER_TIMEOUT" --header-max-timeout "$REQUEST_HEADER_MAX_TIMEOUT"
+  --header-min-rate "$REQUEST_HEADER_MIN_RATE"
+  --body-timeout "$REQUEST_BODY_TIMEOUT" --body-max-timeout "$REQUEST_BODY_MAX_TIMEOUT"
+  --body-min-rate "$REQUEST_BODY_MIN_RATE"
   # Start every Apache child up front: children spawned and reaped as load swings close their
   # keep-alive connections, and a client reusing one then sees "connection closed without response".
   --initial-workers 1

@@ -162,9 +162,9 @@ def test_truncated_image_is_a_400(client, heartbeat_only):
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/json", None])
-def test_a_body_that_is_neither_multipart_nor_an_image_type_is_a_400(client, heartbeat_only, content_type):
+def test_a_body_that_is_neither_multipart_nor_an_image_type_is_a_415(client, heartbeat_only, content_type):
     kwargs = {"content_type": content_type} if content_type else {}
-    body = assert_json_error(client.post("/predict", data=png_bytes(), **kwargs), 400)
+    body = assert_json_error(client.post("/predict", data=png_bytes(), **kwargs), 415)
     assert "Content-Type" in body["error"]
 
 
