@@ -96,6 +96,11 @@ REQUEST_HEADER_MIN_RATE = env("REQUEST_HEADER_MIN_RATE", 500)
 REQUEST_BODY_TIMEOUT = env("REQUEST_BODY_TIMEOUT", 5)
 REQUEST_BODY_MAX_TIMEOUT = env("REQUEST_BODY_MAX_TIMEOUT", 60)
 REQUEST_BODY_MIN_RATE = env("REQUEST_BODY_MIN_RATE", 50_000)
+# Client connections Apache serves at once (its worker threads). Apache reads each request's
+# headers and whole body (apache/buffer-bodies.conf) before a daemon thread takes it, so slow
+# clients hold these cheap threads, not the daemon threads: keep this well above
+# WSGI_PROCESSES x WSGI_THREADS.
+APACHE_MAX_CLIENTS = env("APACHE_MAX_CLIENTS", 256)
 # Seconds Apache keeps an idle client connection open for its next request; 0 closes each
 # connection after its answer. Off by default: when every worker thread of one Apache child is
 # busy, Apache's event MPM closes that child's idle keep-alive connections, and a client that

@@ -23,6 +23,14 @@ request_timeout=$(( ${REQUEST_TIMEOUT%.*} + 15 ))
 # Room for multipart overhead, so uploads just over the limit get the app's JSON 413.
 body_limit=$(( MAX_UPLOAD_BYTES + 1048576 ))
 
+# Request bodies are read whole by Apache before a daemon thread takes them (buffer-bodies.conf);
+# those over 1 MiB are spooled to this folder, writable by the daemons' user.
+body_spool="$server_root-bodies"
+rm -rf "$body_spool" && mkdir -p "$body_spool"
+if [ "$(id -u)" = 0 ]; then chown "${APACHE_USER:-www-data}:${APACHE_GROUP:-www-data}" "$body_spool"; fi
+# Read by buffer-bodies.conf (Apache expands ${NAME} from its environment).
+export KRAS_BODY_LIMIT="$body_limit" KRAS_BODY_SPOOL="$body_spool"
+
 args=(
   "$project/keras_rest_api_app.wsgi"
   --host "$HOST" --port "$PORT"
@@ -40,6 +48,8 @@ args=(
   --header-min-rate "$REQUEST_HEADER_MIN_RATE"
   --body-timeout "$REQUEST_BODY_TIMEOUT" --body-max-timeout "$REQUEST_BODY_MAX_TIMEOUT"
   --body-min-rate "$REQUEST_BODY_MIN_RATE"
+  --include-file "$here/buffer-bodies.conf"
+  --max-clients "$APACHE_MAX_CLIENTS"
   # Start every Apache child up front: children spawned and reaped as load swings close their
   # keep-alive connections, and a client reusing one then sees "connection closed without response".
   --initial-workers 1
@@ -47,7 +57,7 @@ args=(
   --log-to-terminal
   --python-path "$project"
 )
-for code in 413 500 502 503 504; do
+for code in 408 413 500 502 503 504; do
   args+=(--error-document "$code" "/_errors/$code.json")
 done
 if [ "$(id -u)" = 0 ]; then
