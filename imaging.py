@@ -10,7 +10,7 @@ RGB and shrunk tile by tile, EXIF rotation is applied to the small result, and n
 float copy is ever made.
 
 Which formats decode at a reduced size: JPEG only (libjpeg scales by 1/2, 1/4 or 1/8 while
-decoding; `draft`). PNG, GIF, BMP, PPM, ICO, TIFF and WebP always decode the whole frame at full
+decoding; `draft`). PNG, GIF, BMP, PPM, TIFF and WebP always decode the whole frame at full
 size (Pillow has no scaled decoder for them; `reduce` or `thumbnail` run after the full decode),
 so their budget counts the full frame and their decoders' own buffers.
 """
@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 
 # Formats Pillow decodes safely and that photographs come in (JPEG covers MPO too). Restricting
 # the list also keeps Pillow from probing exotic decoders (EPS runs Ghostscript) with hostile bytes.
+# Not ICO: Pillow decodes an icon's largest frame inside Image.open, before anyone can check its
+# size, and that frame (a PNG) may be far larger than the icon's directory says.
 Image.init()  # `formats=` only knows plugins already loaded
-ACCEPTED_FORMATS = tuple(f for f in ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "ICO", "PPM") if f in Image.OPEN)
+ACCEPTED_FORMATS = tuple(f for f in ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM") if f in Image.OPEN)
 
 # A truncated file must be rejected, not silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -133,15 +135,13 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageError("The uploaded file is empty. Send an image file (JPEG, PNG, GIF, BMP, WebP, TIFF).")
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        # An icon's directory states a size, but the frame inside (a PNG or a bitmap) has its
-        # own header, which Pillow believes when it decodes: check that one.
-        width, height = _frame_geometry(image)[0]
+        width, height = image.size
     except UnidentifiedImageError:
         raise ImageError(
             "The upload is not an image in a supported format. "
             f"Send one of: {', '.join(f.lower() for f in ACCEPTED_FORMATS)}."
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"The image header is corrupt ({exc}). Send a valid image file.") from None
     if width < 1 or height < 1:
         raise ImageError(f"The image is {width}x{height} pixels; it must be at least 1x1.")
@@ -162,7 +162,7 @@ def decode_cost(image: Image.Image, size: tuple[int, int], full_size: tuple[int,
     `full_size` is the size before `draft` (JPEG's coefficient buffers are full size);
     `data_length` the upload's length (some decoders copy the whole file).
     """
-    (width, height), mode = _frame_geometry(image)
+    (width, height), mode = image.size, image.mode
     full_size = full_size or image.size
     pixel_bytes = _pixel_bytes(mode)
     frame = width * height * pixel_bytes
@@ -290,13 +290,6 @@ def _pixel_bytes(mode: str) -> int:
     return _PIXEL_BYTES.get(mode, _WORD)
 
 
-def _frame_geometry(image: Image.Image) -> tuple[tuple[int, int], str]:
-    """(size, mode) of the frame Pillow will decode, from headers only."""
-    if image.format == "ICO":
-        inner = image.ico.frame(image.ico.getentryindex(image.size))  # type: ignore[attr-defined]
-        # A bitmap frame with 32 bits a pixel gets its alpha from the mask: RGBA.
-        return inner.size, ("RGBA" if inner.mode in ("RGB", "RGBA") else inner.mode)
-    return image.size, image.mode
 
 
 def _decoder_bytes(image: Image.Image, size: tuple[int, int], full_size: tuple[int, int], data_length: int) -> int:
@@ -312,9 +305,6 @@ def _decoder_bytes(image: Image.Image, size: tuple[int, int], full_size: tuple[i
         return 3 * width * height * _WORD
     if fmt == "TIFF":
         return _tiff_decoder_bytes(image, data_length)
-    if fmt == "ICO":
-        # The bitmap, its mask and their RGBA merge.
-        return 2 * width * height * _WORD
     # PNG, GIF, BMP, PPM decode a row (or an LZW table) at a time into the frame.
     return width * 64
 

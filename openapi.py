@@ -158,7 +158,7 @@ def _predict_operation(summary: str, path_parameters: list[dict[str, Any]], max_
         "requestBody": {
             "required": True,
             "description": f"An image of at most {max_upload_bytes} bytes: JPEG, PNG, GIF, BMP, WebP, "
-                           "TIFF, ICO or PPM.",
+                           "TIFF or PPM.",
             "content": {
                 "multipart/form-data": {
                     "schema": {
@@ -178,7 +178,7 @@ def _predict_operation(summary: str, path_parameters: list[dict[str, Any]], max_
             "200": {"description": "The most probable labels, highest first.",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Predictions"}}}},
             "202": _JOB,
-            **_errors(400, 413, 422, 500, 503, 504),
+            **_errors(400, 413, 415, 422, 500, 503, 504),
         },
     }
     operation["summary"] = summary

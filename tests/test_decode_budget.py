@@ -1,0 +1,286 @@
+"""Decode memory is bounded: each upload's cost is known from its header, a per-process budget
+bounds what concurrent decodes hold, and 64 concurrent worst-case uploads of each kind through
+real Apache keep the web tier's memory under a stated figure while a normal client is served.
+
+The worst cases (tests/decode_bombs.py) are tiny files that decode to as many bytes as
+MAX_IMAGE_PIXELS allows: a 16-bit RGBA PNG, a 32-bit float TIFF in one strip, a lossless RGBA
+WebP of a few dozen bytes, a GIF whose first frame is far larger than its screen, and a
+progressive EXIF-rotated JPEG (libjpeg holds all its coefficients whatever the draft scale).
+"""
+from __future__ import annotations
+
+import shutil
+import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from bench.stack import PROJECT, Stack
+from decode_bombs import KINDS, measure_decode
+from decode_budget import DecodeBudget, DecodeBusy, DecodeTooLarge
+from hostile_inputs import encode, noise, png_chunk
+from imaging import ImageError, ImageTooLarge, decode_cost, decode_image, open_image
+
+MIB = 2**20
+PIXELS = 4_000_000  # MAX_IMAGE_PIXELS of the end-to-end test below
+
+
+# --- the budget itself ----------------------------------------------------------------------------
+
+def test_a_reservation_within_the_budget_is_granted_and_given_back():
+    budget = DecodeBudget(100, wait_seconds=0)
+    with budget.reserve(60):
+        assert budget.in_use == 60
+        with budget.reserve(40):
+            assert budget.in_use == 100
+    assert budget.in_use == 0 and budget.peak == 100
+
+
+def test_more_than_the_whole_budget_is_a_413_at_once():
+    budget = DecodeBudget(100, wait_seconds=5)
+    started = time.monotonic()
+    with pytest.raises(DecodeTooLarge) as caught:
+        budget.acquire(101)
+    assert caught.value.status == 413 and time.monotonic() - started < 0.5
+    assert "DECODE_MEMORY_BUDGET" in str(caught.value)
+
+
+def test_no_room_within_the_wait_is_a_503_with_retry_after():
+    budget = DecodeBudget(100, wait_seconds=0.3, retry_after=2)
+    budget.acquire(80)
+    started = time.monotonic()
+    with pytest.raises(DecodeBusy) as caught:
+        budget.acquire(30)
+    waited = time.monotonic() - started
+    assert 0.25 <= waited < 2, waited
+    assert caught.value.status == 503 and caught.value.headers == {"Retry-After": "2"}
+    assert budget.in_use == 80
+
+
+def test_a_waiting_decode_goes_ahead_as_soon_as_another_gives_back():
+    budget = DecodeBudget(100, wait_seconds=5)
+    budget.acquire(80)
+    granted = threading.Event()
+
+    def wait_for_room() -> None:
+        budget.acquire(50)
+        granted.set()
+
+    thread = threading.Thread(target=wait_for_room)
+    thread.start()
+    assert not granted.wait(0.3), "granted while the budget was full"
+    budget.release(80)
+    assert granted.wait(2), "not granted after the release"
+    thread.join(2)
+    assert budget.in_use == 50
+
+
+def test_capacity_zero_means_unbounded():
+    budget = DecodeBudget(0, wait_seconds=0)
+    with budget.reserve(10**15):
+        pass
+
+
+# --- costs from headers, checked against measured memory ------------------------------------------
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_cost_from_the_header_covers_the_measured_peak(kind, tmp_path):
+    """decode_cost must never be below what the decode really holds (peak RSS growth of a fresh
+    process), nor wildly above it (that would refuse images needlessly)."""
+    measured = measure_decode(KINDS[kind](PIXELS), 224, tmp_path)
+    assert measured["shape"] == [224, 224, 3]
+    assert measured["peak"] <= measured["cost"], measured
+    assert measured["cost"] <= 2.5 * measured["peak"] + 4 * MIB, measured
+
+
+def test_16_bit_and_float_images_are_converted_without_full_size_float_copies(tmp_path):
+    # The whole-image float64 conversion held about 25 bytes a pixel; tile by tile it is the
+    # 2-byte frame plus small change.
+    measured = measure_decode(KINDS["png16_grey"](PIXELS), 224, tmp_path)
+    assert measured["mode"].startswith("I;16")
+    assert measured["peak"] < 6 * PIXELS, f"{measured['peak'] / MIB:.1f} MiB for a {PIXELS}-pixel 16-bit PNG"
+
+
+def test_a_progressive_jpeg_costs_its_full_size_coefficients_a_baseline_one_does_not():
+    pixels = noise(800, 600)
+    costs = {}
+    for progressive in (False, True):
+        data = encode(pixels, "JPEG", progressive=progressive, subsampling=0)
+        image = open_image(data, PIXELS)
+        full = image.size
+        image.draft("RGB", (32, 32))
+        assert image.size == (100, 75)  # drafted to 1/8
+        costs[progressive] = decode_cost(image, (32, 32), full, len(data))
+    assert costs[True] - costs[False] >= 800 * 600 * 3 * 2  # three components, two bytes a coefficient
+
+
+def test_an_image_whose_cost_exceeds_the_budget_is_refused_from_its_header_alone():
+    data = KINDS["webp_lossless_rgba"](PIXELS)
+    assert len(data) < 1000
+    budget = DecodeBudget(8 * MIB, wait_seconds=5)
+    started = time.monotonic()
+    with pytest.raises(DecodeTooLarge):
+        decode_image(data, (224, 224), PIXELS, budget=budget)
+    assert time.monotonic() - started < 0.5 and budget.peak == 0
+
+
+def test_a_gif_frame_larger_than_its_screen_is_checked_by_the_frame():
+    data = KINDS["gif_huge_frame"](PIXELS)
+    assert struct.unpack("<HH", data[6:10]) == (1, 1)
+    assert open_image(data, PIXELS).size == (2000, 2000)
+    with pytest.raises(ImageTooLarge):
+        open_image(data, PIXELS - 1)
+
+
+def test_only_the_first_frame_of_a_gif_is_decoded():
+    pixels = decode_image(KINDS["gif_huge_frame"](40_000), (8, 8), PIXELS)
+    palette_index_1 = Image.new("P", (1, 1), 1).convert("RGB").getpixel((0, 0))
+    assert (pixels == np.array(palette_index_1, dtype=np.uint8)).all()
+
+
+def test_icons_are_refused_because_pillow_decodes_them_while_opening():
+    # An icon whose directory says 16x16 but whose PNG frame is 3000x2000: Pillow decodes that
+    # frame inside Image.open, before any size check could run, so icons are not accepted.
+    inner = encode(Image.new("RGB", (3000, 2000), (1, 2, 3)), "PNG")
+    icon = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(inner), 22) + inner
+    with pytest.raises(ImageError) as caught:
+        open_image(icon, 1_000_000)
+    assert caught.value.status == 400 and "not an image in a supported format" in str(caught.value)
+
+
+# --- 64 concurrent worst-case uploads through Apache ----------------------------------------------
+
+BUDGET = 96 * MIB
+PROCESSES = 2
+# Per daemon process, beyond its idle size: the decode budget plus what the rest of 32 threads'
+# requests hold (uploads, responses, allocator slack). The stated figure the web tier stays under.
+ALLOWANCE = BUDGET + 64 * MIB
+BURST = 64
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_model_files):
+    if shutil.which("apxs") is None or not (PROJECT / ".venv/bin/mod_wsgi-express").exists():
+        pytest.fail("Apache/mod_wsgi is not installed; run ./test.sh, which installs it")
+    settings = {
+        **tiny_model_files, "KEY_PREFIX": "budget", "MAX_IMAGE_PIXELS": PIXELS, "MAX_UPLOAD_BYTES": 2_000_000,
+        "DECODE_MEMORY_BUDGET": BUDGET, "DECODE_WAIT_MS": 3000, "WSGI_PROCESSES": PROCESSES, "WSGI_THREADS": 32,
+        "MAX_QUEUE_LENGTH": 1000, "BATCH_SIZE": 16, "QUEUE_BLOCK_MS": 200, "REQUEST_TIMEOUT": 30,
+    }
+    s = Stack(tmp_path_factory.mktemp("budget"), settings)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+def daemon_pids(stack: Stack) -> list[int]:
+    """The mod_wsgi daemon processes of this stack: named "(wsgi:...)", started from its server root."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"(wsgi:") and str(stack.server_root).encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class RssSampler:
+    """Samples the total RSS of some processes every 10 ms on a thread; `peak` is the largest sum."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def total(self) -> int:
+        return sum(rss(pid) for pid in self.pids)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.total())
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def small_png(seed: int) -> bytes:
+    return encode(noise(48, 40, seed), "PNG")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", ["png16_rgba", "float_tiff", "webp_lossless_rgba", "gif_huge_frame",
+                                  "jpeg_exif_progressive"])
+def test_64_concurrent_worst_case_uploads_keep_the_web_tier_under_its_budget(stack, kind, record_property):
+    data = KINDS[kind](PIXELS)
+    pids = daemon_pids(stack)
+    assert len(pids) == PROCESSES, pids
+    # Warm both processes (imports, first allocations) so the baseline is their working size.
+    for seed in range(8):
+        assert requests.post(f"{stack.url}/predict", files={"image": ("x.png", small_png(seed))}, timeout=30).ok
+    baseline = sum(rss(pid) for pid in pids)
+
+    normal: list[tuple[int, float]] = []
+    burst_done = threading.Event()
+
+    def normal_client() -> None:
+        seed = 100
+        while not burst_done.is_set():
+            started = time.monotonic()
+            response = requests.post(f"{stack.url}/predict", files={"image": ("x.png", small_png(seed))}, timeout=30)
+            normal.append((response.status_code, time.monotonic() - started))
+            seed += 1
+
+    def upload(_: int) -> requests.Response:
+        return requests.post(f"{stack.url}/predict", files={"image": ("bomb", data)}, timeout=60)
+
+    with RssSampler(pids) as sampler:
+        client = threading.Thread(target=normal_client)
+        client.start()
+        with ThreadPoolExecutor(BURST) as pool:
+            responses = list(pool.map(upload, range(BURST)))
+        burst_done.set()
+        client.join(60)
+
+    statuses = sorted(r.status_code for r in responses)
+    for response in responses:
+        assert response.status_code in (200, 413, 503), response.text
+        assert response.headers["Content-Type"].startswith("application/json"), response.text
+        body = response.json()
+        assert body["success"] is (response.status_code == 200), body
+        if response.status_code == 503:
+            assert response.headers.get("Retry-After"), response.headers
+    growth = sampler.peak - baseline
+    record_property("peak_rss_mib", round(sampler.peak / MIB, 1))
+    print(f"{kind}: {len(data)} bytes x {BURST}: statuses {dict((s, statuses.count(s)) for s in set(statuses))}; "
+          f"web tier RSS {baseline / MIB:.0f} MiB idle, peak {sampler.peak / MIB:.0f} MiB "
+          f"(+{growth / MIB:.0f} MiB, limit +{PROCESSES * ALLOWANCE / MIB:.0f}); normal client: {len(normal)} "
+          f"requests, slowest {max(t for _, t in normal):.2f} s")
+    assert statuses.count(200) > 0, statuses
+    assert growth <= PROCESSES * ALLOWANCE, f"web tier grew by {growth / MIB:.0f} MiB"
+    assert normal and all(status == 200 for status, _ in normal), normal
+    assert max(seconds for _, seconds in normal) < 5.0, normal
