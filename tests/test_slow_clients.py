@@ -8,6 +8,7 @@ and cuts trickling connections off after REQUEST_HEADER_TIMEOUT / REQUEST_BODY_T
 """
 from __future__ import annotations
 
+import http.client
 import io
 import re
 import shutil
@@ -204,6 +205,11 @@ def test_an_honest_upload_at_a_steady_rate_is_not_cut_off(stack):
             yield data[start:start + 100_000]
             time.sleep(0.2)
 
-    response = requests.post(f"{stack.url}/predict", data=paced(), timeout=60,
-                             headers={"Content-Type": "image/png", "Content-Length": str(len(data))})
-    assert response.status_code == 200, response.text
+    connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60)
+    try:
+        connection.request("POST", "/predict", body=paced(),
+                           headers={"Content-Type": "image/png", "Content-Length": str(len(data))})
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+    finally:
+        connection.close()
