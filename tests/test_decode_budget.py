@@ -9,6 +9,7 @@ progressive EXIF-rotated JPEG (libjpeg holds all its coefficients whatever the d
 """
 from __future__ import annotations
 
+import io
 import shutil
 import struct
 import threading
@@ -152,6 +153,53 @@ def test_icons_are_refused_because_pillow_decodes_them_while_opening():
     with pytest.raises(ImageError) as caught:
         open_image(icon, 1_000_000)
     assert caught.value.status == 400 and "not an image in a supported format" in str(caught.value)
+
+
+class TrackingStream(io.BytesIO):
+    """A request body that records whether anything read it."""
+
+    was_read = False
+
+    def read(self, *args) -> bytes:
+        self.was_read = True
+        return super().read(*args)
+
+    def readline(self, *args) -> bytes:
+        self.was_read = True
+        return super().readline(*args)
+
+
+def test_a_full_queue_is_a_503_before_the_upload_is_read_or_decoded(make_client, heartbeat_only):
+    # A budget far too small for the bomb: decoding it first would answer 413, not 503.
+    client = make_client(MAX_QUEUE_LENGTH=1, DECODE_MEMORY_BUDGET=4 * MIB)
+    first = client.post("/predict?async=1", data={"image": (io.BytesIO(encode(noise(8, 8), "PNG")), "x.png")},
+                        content_type="multipart/form-data")
+    assert first.status_code == 202, first.get_data(as_text=True)
+    bomb = KINDS["webp_lossless_rgba"](PIXELS)
+    stream = TrackingStream(bomb)
+    response = client.post("/predict", input_stream=stream, content_type="image/webp", content_length=len(bomb))
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert "queue is full" in response.json["error"] and response.headers["Retry-After"]
+    assert not stream.was_read, "the upload was read although the queue was full"
+
+
+def test_through_the_app_a_budget_refusal_is_a_json_413_or_503_with_retry_after(make_client, heartbeat_only):
+    bomb = KINDS["webp_lossless_rgba"](PIXELS)
+    too_small = make_client(DECODE_MEMORY_BUDGET=MIB, MAX_IMAGE_PIXELS=PIXELS)
+    response = too_small.post("/predict", data=bomb, content_type="image/webp")
+    assert response.status_code == 413 and "DECODE_MEMORY_BUDGET" in response.json["error"]
+
+    app_client = make_client(DECODE_MEMORY_BUDGET=200 * MIB, DECODE_WAIT_MS=200, MAX_IMAGE_PIXELS=PIXELS)
+    budget = app_client.application.extensions["decode_budget"]
+    budget.acquire(190 * MIB)  # another decode holds nearly all of it
+    try:
+        started = time.monotonic()
+        response = app_client.post("/predict", data=bomb, content_type="image/webp")
+    finally:
+        budget.release(190 * MIB)
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.headers["Retry-After"] and response.json["success"] is False
+    assert 0.15 <= time.monotonic() - started < 3
 
 
 # --- 64 concurrent worst-case uploads through Apache ----------------------------------------------
