@@ -368,10 +368,14 @@ def _flatten(data: Any, depth: int = 0) -> Iterator[Any]:
 
 def _decode(data: bytes, index: int, model: ModelContract) -> np.ndarray:
     try:
-        return decode_image(data, model.input_size, current_app.config["MAX_IMAGE_PIXELS"])
+        # The process's decode budget, as /predict: a refusal is a 413, or a 503 with Retry-After.
+        return decode_image(data, model.input_size, current_app.config["MAX_IMAGE_PIXELS"],
+                            budget=current_app.extensions.get("decode_budget"))
     except ImageError as exc:
         # The same message and status as /predict, naming the element.
-        raise type(exc)(f"Input {IMAGE_INPUT!r}, element {index}: {exc}") from None
+        renamed = type(exc)(f"Input {IMAGE_INPUT!r}, element {index}: {exc}")
+        renamed.__dict__.update(exc.__dict__)  # e.g. the budget's Retry-After
+        raise renamed from None
 
 
 def _pixels(tensor: InputTensor, binary: bytes, shape: list[int]) -> np.ndarray:
@@ -456,7 +460,7 @@ def _handlers() -> dict[type[BaseException], Callable[[Any], tuple[Response, int
 
     def image_error(exc: ImageError) -> tuple[Response, int]:
         log.info("request %s: rejected image (%d): %s", g.get("request_id"), exc.status, exc)
-        return _error(exc.status, str(exc))
+        return _error(exc.status, str(exc), retry_after="Retry-After" in exc.headers)
 
     def unavailable(exc: ServiceUnavailable) -> tuple[Response, int]:
         log.warning("request %s: 503: %s", g.get("request_id"), exc)
