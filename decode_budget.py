@@ -8,8 +8,8 @@ room after the wait is refused with 503 and Retry-After. So the memory one web p
 decoding stays under DECODE_MEMORY_BUDGET bytes whatever clients send and however many daemon
 threads are busy.
 
-The waits are on a condition variable with a deadline: no polling, and a thread that reserves
-nothing is never woken for nothing (each release wakes the waiters, which re-check).
+The waits are on a condition variable with a deadline, not polling: each release wakes the
+waiters, and each re-checks whether it now fits.
 """
 from __future__ import annotations
 
