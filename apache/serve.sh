@@ -18,12 +18,6 @@ export METRICS_DIR="${METRICS_DIR:-$server_root-metrics}"
 rm -rf "$METRICS_DIR" && mkdir -p "$METRICS_DIR"
 if [ "$(id -u)" = 0 ]; then chown "${APACHE_USER:-www-data}:${APACHE_GROUP:-www-data}" "$METRICS_DIR"; fi
 
-# Large allocations (decoded images, decoder buffers) straight from mmap and back to the system
-# when freed. glibc's default raises this threshold to the size of each large block freed, after
-# which image-sized blocks come from per-thread heaps that keep the memory: under concurrent
-# decodes the daemons' RSS then grew to twice what the decode budget allows (measured).
-export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-131072}"
-
 # Whole seconds for Apache; the app's own timeout (504 JSON) must fire before mod_wsgi's.
 request_timeout=$(( ${REQUEST_TIMEOUT%.*} + 15 ))
 # Room for multipart overhead, so uploads just over the limit get the app's JSON 413.

@@ -97,6 +97,13 @@ def template_values(values: Mapping[str, object], project: Path, venv: Path, por
         "APACHE_SOCKET_TIMEOUT": str(request_timeout + 15),
         "KEEP_ALIVE": f"KeepAlive On\n    KeepAliveTimeout {keep_alive}" if keep_alive > 0 else "KeepAlive Off",
         "LIMIT_REQUEST_BODY": str(int(values["MAX_UPLOAD_BYTES"]) + MULTIPART_ROOM),
+        "REQUEST_READ_TIMEOUT": (
+            f"header={values['REQUEST_HEADER_TIMEOUT']}-{values['REQUEST_HEADER_MAX_TIMEOUT']},"
+            f"MinRate={values['REQUEST_HEADER_MIN_RATE']} "
+            f"body={values['REQUEST_BODY_TIMEOUT']}-{values['REQUEST_BODY_MAX_TIMEOUT']},"
+            f"MinRate={values['REQUEST_BODY_MIN_RATE']}"
+        ),
+        "APACHE_MAX_CLIENTS": str(values["APACHE_MAX_CLIENTS"]),
     }
 
 

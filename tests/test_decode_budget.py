@@ -22,7 +22,7 @@ import pytest
 import requests
 from PIL import Image
 
-from bench.stack import PROJECT, Stack
+from harness import PROJECT, Stack
 from decode_bombs import KINDS, measure_decode
 from decode_budget import DecodeBudget, DecodeBusy, DecodeTooLarge
 from hostile_inputs import encode, noise, png_chunk

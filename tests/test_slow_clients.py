@@ -21,7 +21,7 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from bench.stack import PROJECT, Stack
+from harness import PROJECT, Stack
 from hostile_inputs import encode, noise
 from metrics import METHODS
 
