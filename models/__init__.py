@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from models.precision import with_precision
 from models.preprocessing import PREPROCESSORS
 
 if TYPE_CHECKING:

@@ -305,6 +305,8 @@ class ModelRepository:
         self.settings = dict(settings)
         self._configs: dict[str, tuple[tuple[int, int], ModelConfig]] = {}
         self._reported: set[tuple[str, str, str]] = set()
+        # Versions whose load failed, with the files they failed with: passed over until those change.
+        self._failed: dict[tuple[str, str], tuple[tuple[Any, ...], str]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -367,11 +369,22 @@ class ModelRepository:
         return sorted(found, key=lambda v: (int(v), v))
 
     def version_problem(self, name: str, version: str) -> str:
-        """Why `version` of `name` cannot be served, from what is on disk ("" if nothing is wrong)."""
+        """Why `version` of `name` cannot be served ("" if nothing is known to be wrong).
+
+        What is visible on disk (no model file), or the error its last load raised, as long as
+        the files it was loaded from (config, labels, model) have not changed since.
+        """
         config = self.config(name)
         folder = os.path.join(config.folder, version)
         if not os.path.isdir(folder):
             return f"{folder}: no such version folder"
+        with self._lock:
+            failed = self._failed.get((name, version))
+        if failed is not None:
+            if failed[0] == self._files_stamp(config.folder, folder):
+                return failed[1]
+            with self._lock:
+                self._failed.pop((name, version), None)
         model_file = os.path.join(folder, MODEL_FILE)
         if os.path.isfile(model_file):
             if os.path.getsize(model_file) == 0:
@@ -389,7 +402,8 @@ class ModelRepository:
 
         A version folder with a visible problem (no model file) is logged and passed over, so
         it never displaces a good older version under {"latest": N}. Problems only loading can
-        show (a damaged file, an input shape that does not match) surface from `load`.
+        show (a damaged file, an input shape that does not match) surface from `load`, which
+        raises; from then on this version is passed over too, until its files change.
         """
         config = self.config(name)
         usable = []
@@ -431,7 +445,30 @@ class ModelRepository:
             raise ModelConfigError(problem + ".")
         from models.loading import load_version
 
-        return load_version(config, version, self.settings)
+        stamp = self._files_stamp(config.folder, os.path.join(config.folder, version))
+        try:
+            return load_version(config, version, self.settings)
+        except ModelLoadError as exc:
+            # Remembered, so versions_to_serve passes over this version (a good older one keeps
+            # serving) until someone changes its files.
+            with self._lock:
+                self._failed[(name, version)] = (stamp, f"{exc} (load failed; fix the files to retry)")
+            raise
+
+    @staticmethod
+    def _files_stamp(*folders: str) -> tuple[Any, ...]:
+        """Name, size and mtime of every file directly in `folders`: changes when any is edited."""
+        stamp = []
+        for folder in folders:
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.is_file():
+                            info = entry.stat()
+                            stamp.append((entry.path, info.st_size, info.st_mtime_ns))
+            except OSError:
+                stamp.append((folder, -1, 0))
+        return tuple(sorted(stamp))
 
     def _report(self, name: str, version: str, problem: str) -> None:
         # Polled repeatedly by the model server: say each problem once, not once per poll.

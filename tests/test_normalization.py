@@ -120,6 +120,16 @@ def test_efficientnet_lite0_receives_googles_reference_normalisation(pixels: np.
     np.testing.assert_allclose(loaded.preprocess(pixels), (pixels.astype(X) - 127.0) / 128.0, atol=ATOL, rtol=RTOL)
 
 
+def test_resnet50_receives_keras_resnet50_preprocess_input(pixels: np.ndarray) -> None:
+    # The built-in entry (caffe on BGR) against the reference Keras ships with the model.
+    from keras.applications import resnet50
+
+    loaded = load_model({"MODEL": "resnet50", "MODEL_WEIGHTS": "random"})
+    assert loaded.contract.channel_order == "BGR" and loaded.contract.normalization == "caffe"
+    expected = resnet50.preprocess_input(pixels.astype(np.float32))
+    np.testing.assert_allclose(loaded.preprocess(pixels), expected, atol=ATOL, rtol=RTOL)
+
+
 @pytest.mark.parametrize("mode", ["raw", "unit", "tf", "torch", "caffe"])
 def test_legacy_model_preprocessing_modes_match_preprocess_input(tmp_path: Path, identity_model: str,
                                                                 pixels: np.ndarray, mode: str) -> None:

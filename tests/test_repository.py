@@ -149,6 +149,30 @@ def test_a_version_folder_without_a_model_never_displaces_a_good_older_one(repo:
     assert any("no model.keras" in p for p in repository.problems())
 
 
+@pytest.mark.parametrize("damage", ["other input size", "damaged file"])
+def test_a_version_that_fails_to_load_is_passed_over_until_its_files_change(
+        repo: Any, tmp_path: Path, damage: str) -> None:
+    import keras
+
+    folder = repo("tiny", {**TINY, "input": {"height": 32, "width": 32}}, versions=("1", "2"))
+    good = (folder / "2" / "model.keras").read_bytes()
+    if damage == "other input size":
+        inputs = keras.Input((24, 24, 3))
+        outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+        keras.Model(inputs, outputs).save(folder / "2" / "model.keras")
+    else:
+        (folder / "2" / "model.keras").write_bytes(b"PK\x03\x04" + os.urandom(64))
+    repository = _open(repo)
+    assert repository.versions_to_serve("tiny") == ["2"]  # nothing visible from the outside yet
+    with pytest.raises(ModelConfigError):
+        repository.load("tiny", "2")
+    assert repository.versions_to_serve("tiny") == ["1"], "the good older version keeps serving"
+    assert "load failed" in repository.version_problem("tiny", "2")
+    (folder / "2" / "model.keras").write_bytes(good)  # fixed: tried again
+    assert repository.versions_to_serve("tiny") == ["2"]
+    assert repository.load("tiny", "2").version == "2"
+
+
 def test_labels_in_a_version_folder_override_the_model_folders(repo: Any) -> None:
     folder = repo("tiny", TINY, versions=("1", "2"))
     (folder / "2" / "labels.txt").write_text("a\nb\nc\nd\ne\n")
