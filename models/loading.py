@@ -165,7 +165,11 @@ def _build_builtin(config: ModelConfig, folder: str, settings: Mapping[str, Any]
 
 
 def _builtin_weights(config: ModelConfig, folder: str, settings: Mapping[str, Any]) -> str:
-    """config.json's "weights", else MODEL_WEIGHTS when it is "random" or MODEL names this model."""
+    """config.json's "weights", else MODEL_WEIGHTS when it is "random" or MODEL names this model alone.
+
+    MODEL lists the models a server serves (comma-separated): a weights file given through the
+    one MODEL_WEIGHTS setting belongs to one model, so with several it must go in config.json.
+    """
     if config.weights:
         if config.weights == "random" or os.path.isabs(config.weights):
             return config.weights
@@ -175,7 +179,8 @@ def _builtin_weights(config: ModelConfig, folder: str, settings: Mapping[str, An
         raise ModelConfigError(f"{config.config_file}: \"weights\" {config.weights!r} is in neither {folder} "
                                f"nor {config.folder}. Put the file there or fix the path.")
     setting = str(settings.get("MODEL_WEIGHTS") or "")
-    if setting == "random" or settings.get("MODEL") == config.builtin:
+    served = [n.strip() for n in str(settings.get("MODEL") or "").split(",") if n.strip()]
+    if setting == "random" or served == [config.name]:
         return setting
     return ""
 

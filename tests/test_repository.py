@@ -190,6 +190,17 @@ def test_a_builtin_entry_in_a_users_repository(repo: Any) -> None:
     assert loaded.details["weights"] == "random"
 
 
+def test_model_weights_applies_to_the_one_builtin_model_named(repo: Any) -> None:
+    from models.loading import _builtin_weights
+
+    repo("lite", {"source": "builtin:efficientnet_lite0"}, versions=(), labels=None)
+    config = _open(repo).config("lite")
+    folder = str(repo.root / "lite" / "1")
+    assert _builtin_weights(config, folder, {"MODEL": "lite", "MODEL_WEIGHTS": "/w.pth"}) == "/w.pth"
+    assert _builtin_weights(config, folder, {"MODEL": "lite,other", "MODEL_WEIGHTS": "/w.pth"}) == ""
+    assert _builtin_weights(config, folder, {"MODEL": "lite,other", "MODEL_WEIGHTS": "random"}) == "random"
+
+
 # --- bad models: clear errors naming the file and the fix -----------------------------------
 def test_a_config_that_does_not_parse_names_line_and_column(repo: Any) -> None:
     folder = repo("tiny", '{\n  "labels": "labels.txt",\n  "preprocessing": {"resize": "squash",}\n}\n')
