@@ -236,7 +236,7 @@ def release(loaded: LoadedModel) -> None:
     # keras.backend.clear_session() is deliberately not called: it resets Keras's global state
     # for every thread and clears TensorFlow's kernel cache under the models still serving, and
     # it is not needed: 20 cycles of load, predict, unload (bench/unload_memory.py) leave RSS
-    # flat without it (EfficientNet-Lite0: 771-780 MB from cycle 3 to 20; a 4.4 M-parameter
+    # flat without it (EfficientNet-Lite0: a 10 MB band from cycle 3 to 20; a 4.4 M-parameter
     # model: +0.3 MB from cycle 2 to 20, against about +30 MB a cycle when models are kept).
     del model
     gc.collect()
