@@ -232,7 +232,10 @@ def contract_of(model: Any, config: Mapping[str, Any]) -> ModelContract:
     height, width = model.input_size
     return ModelContract(
         name=model.name, version=str(getattr(model, "version", "1")), input_height=height, input_width=width,
-        classes=len(model.labels), resize="squash", interpolation="bilinear",
+        classes=len(model.labels),
+        # The geometry the model was evaluated with (built-ins declare theirs), else squash.
+        resize=getattr(model, "resize", "squash"), crop_fraction=float(getattr(model, "crop_fraction", 0.875)),
+        interpolation=getattr(model, "interpolation", "bilinear"),
         normalization=_NORMALIZATION_OF_PREPROCESSING.get(getattr(model, "preprocessing", ""), "raw"),
         max_batch_size=int(config["BATCH_SIZE"]), max_wait_ms=int(config["BATCH_WAIT_MS"]),
         precision=getattr(model, "precision", "float32"),

@@ -38,6 +38,12 @@ class LoadedModel:
     preprocessing: str = "unknown"
     precision: str = "float32"  # MODEL_PRECISION: float32, or bfloat16 for speed
     details: dict[str, Any] = field(default_factory=dict)
+    # How the web tier turns a photo into `input_size` pixels (the geometry of its
+    # protocol.ModelContract, see model_server.models.contract_of): the protocol the model was
+    # evaluated with. Squash unless the model declares otherwise.
+    resize: str = "squash"
+    crop_fraction: float = 0.875
+    interpolation: str = "bilinear"
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (N, classes), for uint8 RGB pixels of shape (N, H, W, 3)."""

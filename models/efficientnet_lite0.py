@@ -40,6 +40,10 @@ HEAD_FILTERS = 1280
 # known to every tier; ImageNet mean/std ("torch") inflates the stem's activation variance
 # about 3x against its running_var and loses confidence on both test photographs.
 PREPROCESSING = "tf"
+# The evaluation protocol of TF EfficientNet(-Lite) (tensorflow/tpu efficientnet/preprocessing.py,
+# `_decode_and_center_crop`): a centre crop of 224 / (224 + CROP_PADDING 32) of the shorter
+# side, resized with bicubic interpolation.
+RESIZE, CROP_FRACTION, INTERPOLATION = "center_crop", 224 / (224 + 32), "bicubic"
 # TF EfficientNet's (and lukemelas') batch_norm_epsilon; 1e-5 measurably loses confidence.
 BN_EPSILON = 1e-3
 # Bump when the conversion changes, so caches written by an older converter are not reused.
@@ -248,6 +252,9 @@ def load_efficientnet_lite0(config: Mapping[str, Any]) -> LoadedModel:
         preprocess=get_preprocessor(PREPROCESSING),
         preprocessing=PREPROCESSING,
         details={"weights": source},
+        resize=RESIZE,
+        crop_fraction=CROP_FRACTION,
+        interpolation=INTERPOLATION,
     )
 
 

@@ -13,6 +13,9 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 INPUT_SIZE = (224, 224)
+# ImageNet evaluation as the ResNet authors and Keras's examples run it: shorter side to 256,
+# centre 224 (0.875), bilinear.
+RESIZE, CROP_FRACTION, INTERPOLATION = "center_crop", 0.875, "bilinear"
 
 
 def load_resnet50(config: Mapping[str, Any]) -> LoadedModel:
@@ -37,6 +40,9 @@ def load_resnet50(config: Mapping[str, Any]) -> LoadedModel:
         preprocess=caffe,
         preprocessing="caffe",
         details={"weights": source},
+        resize=RESIZE,
+        crop_fraction=CROP_FRACTION,
+        interpolation=INTERPOLATION,
     )
 
 
