@@ -237,8 +237,9 @@ def test_draft_keeps_at_least_one_decoded_pixel_per_input_pixel(geometry, size, 
     assert decoded == upright or any(-(-got // 2) < DRAFT_MARGIN * n for got, n in zip(decoded, need))
 
 
-def large_jpeg(name: str, orientation: int, trim: tuple[int, int] = (3, 5)) -> tuple[bytes, np.ndarray]:
-    """The photo enlarged 4x, trimmed to sides no draft scale divides, stored turned the way
+def large_jpeg(name: str, orientation: int, trim: tuple[int, int] = (4, 5)) -> tuple[bytes, np.ndarray]:
+    """The photo enlarged 4x, its height trimmed odd (a 1/2 draft leaves a partial pixel on that
+    axis only, so mapping it onto the wrong side after a turn shows), stored turned the way
     EXIF `orientation` turns back. Returns the JPEG and its full upright decode."""
     pixels = full_decode(photo_bytes(name))
     height, width = pixels.shape[:2]
