@@ -336,7 +336,7 @@ def test_the_web_tier_queues_the_pixels_the_heartbeats_contract_asks_for(make_cl
     data = photo_bytes("china")
     response = make_client().post("/predict?async=1", data={"image": (io.BytesIO(data), "china.jpg")})
     assert response.status_code == 202, response.get_json()
-    [(_, fields)] = redis_client.xrange(queue.for_model(declared.name, declared.version).keys.queue)
+    [(_, fields)] = redis_client.xrange(queue.for_model(declared.name, declared.version).stream)
     queued = Job.from_redis(fields).pixels
     assert np.array_equal(queued, decode_image(data, declared, BIG))
     squashed = decode_image(data, (64, 48), BIG)
