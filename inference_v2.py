@@ -368,7 +368,7 @@ def _flatten(data: Any, depth: int = 0) -> Iterator[Any]:
 
 def _decode(data: bytes, index: int, model: ModelContract) -> np.ndarray:
     try:
-        return decode_image(data, model.input_size, current_app.config["MAX_IMAGE_PIXELS"])
+        return decode_image(data, model, current_app.config["MAX_IMAGE_PIXELS"])  # its geometry
     except ImageError as exc:
         # The same message and status as /predict, naming the element.
         raise type(exc)(f"Input {IMAGE_INPUT!r}, element {index}: {exc}") from None

@@ -191,7 +191,7 @@ def predict(name: str | None = None, version: str | None = None) -> tuple[Respon
     queue: JobQueue = current_app.extensions["jobqueue"].for_model(contract.name, contract.version)
 
     decode_started = time.perf_counter()
-    pixels = decode_image(data, contract.input_size, config["MAX_IMAGE_PIXELS"])
+    pixels = decode_image(data, contract, config["MAX_IMAGE_PIXELS"])  # as the model declares
     decode_ms = (time.perf_counter() - decode_started) * 1000
 
     wants_async = _wants_async()
