@@ -101,11 +101,15 @@ def test_the_jpeg_files_as_they_are_match_the_reference(name, interpolation):
 
 
 def test_the_default_models_contract_is_its_published_eval_protocol():
-    from models import efficientnet_lite0, resnet50
+    # The built-in entries of the model repository, as the model servers publish them.
+    from models.repository import shipped_config
+    from run_model_server import settings_dict
 
-    assert (efficientnet_lite0.RESIZE, efficientnet_lite0.INTERPOLATION) == ("center_crop", "bicubic")
-    assert efficientnet_lite0.CROP_FRACTION == 224 / (224 + ref.EFFICIENTNET_CROP_PADDING) == 0.875
-    assert (resnet50.RESIZE, resnet50.CROP_FRACTION, resnet50.INTERPOLATION) == ("center_crop", 0.875, "bilinear")
+    lite0 = shipped_config("efficientnet_lite0", settings_dict()).contract("1", (224, 224), 1000)
+    resnet = shipped_config("resnet50", settings_dict()).contract("1", (224, 224), 1000)
+    assert (lite0.resize, lite0.interpolation) == ("center_crop", "bicubic")
+    assert lite0.crop_fraction == 224 / (224 + ref.EFFICIENTNET_CROP_PADDING) == 0.875
+    assert (resnet.resize, resnet.crop_fraction, resnet.interpolation) == ("center_crop", 0.875, "bilinear")
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
@@ -312,19 +316,6 @@ def test_geometry_of_a_contract_takes_its_geometry():
 def test_an_impossible_geometry_is_refused(bad):
     with pytest.raises(ValueError):
         Geometry(**{**dict(height=8, width=8), **bad})
-
-
-def test_the_model_server_publishes_the_geometry_a_loaded_model_declares():
-    from model_server.models import contract_of
-    from models import LoadedModel
-
-    config = {"BATCH_SIZE": 4, "BATCH_WAIT_MS": 0}
-    declared = LoadedModel("lite", None, (224, 224), ["a", "b"], lambda x: x, "tf", resize="center_crop",
-                           crop_fraction=0.875, interpolation="bicubic")
-    published = contract_of(declared, config)
-    assert Geometry.of(published) == Geometry(224, 224, "center_crop", 0.875, "bicubic")
-    silent = LoadedModel("user", None, (32, 48), ["a"], lambda x: x, "unit")  # a .keras file says nothing
-    assert Geometry.of(contract_of(silent, config)).resize == "squash"
 
 
 def test_the_web_tier_queues_the_pixels_the_heartbeats_contract_asks_for(make_client, web_config, redis_client):
