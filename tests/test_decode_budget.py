@@ -102,10 +102,10 @@ def test_the_cost_from_the_header_covers_the_measured_peak(kind, tmp_path):
 
 def test_16_bit_and_float_images_are_converted_without_full_size_float_copies(tmp_path):
     # The whole-image float64 conversion held about 25 bytes a pixel; tile by tile it is the
-    # 2-byte frame plus small change.
+    # 2-byte frame and the 4-byte RGB image, plus small change.
     measured = measure_decode(KINDS["png16_grey"](PIXELS), 224, tmp_path)
     assert measured["mode"].startswith("I;16")
-    assert measured["peak"] < 6 * PIXELS, f"{measured['peak'] / MIB:.1f} MiB for a {PIXELS}-pixel 16-bit PNG"
+    assert measured["peak"] < 8 * PIXELS, f"{measured['peak'] / MIB:.1f} MiB for a {PIXELS}-pixel 16-bit PNG"
 
 
 def test_a_progressive_jpeg_costs_its_full_size_coefficients_a_baseline_one_does_not():

@@ -26,8 +26,8 @@ from models.torch_legacy import load_legacy_state_dict  # noqa: E402
 
 TABBY, TIGER_CAT, EGYPTIAN_CAT = 281, 282, 285
 ESPRESSO, CUP, COFFEE_MUG = 967, 968, 504
-# Measured top-1 probabilities with the chosen "tf" preprocessing: chelsea Egyptian_cat 0.79,
-# coffee espresso 0.90. 0.75 leaves room for numeric drift across CPUs yet fails with the
+# Measured top-1 probabilities with "tf" preprocessing: chelsea Egyptian_cat 0.79, coffee
+# espresso 0.90 (within 0.003 with Google's (x - 127) / 128, the repository entry's). 0.75 leaves room for numeric drift across CPUs yet fails with the
 # nearest wrong choices: symmetric padding gives 0.70 on chelsea, ImageNet mean/std gives
 # 0.80 / 0.86, unit scaling 0.73 / 0.61, raw or caffe input the wrong class.
 MIN_TOP1_PROBABILITY = 0.75
@@ -93,9 +93,10 @@ def test_bfloat16_keeps_the_top_classes_of_float32(loaded: Any) -> None:
 
 
 def test_loaded_model_describes_itself(loaded: Any) -> None:
-    assert loaded.metadata() == {"model": "efficientnet_lite0", "input_height": 224,
-                                 "input_width": 224, "classes": 1000, "preprocessing": "tf",
+    assert loaded.metadata() == {"model": "efficientnet_lite0", "version": "1", "input_height": 224,
+                                 "input_width": 224, "classes": 1000, "preprocessing": "mean_std",
                                  "precision": "float32"}
+    assert (loaded.contract.resize, loaded.contract.crop_fraction) == ("center_crop", 0.875)
     assert len(loaded.labels) == 1000
 
 

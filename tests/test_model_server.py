@@ -1,6 +1,7 @@
 """The model server, in-process, for one batch at a time against a real Redis."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -76,7 +77,9 @@ def test_a_full_batch_runs_without_waiting_for_the_window(queue, tiny_model, ser
 
 
 def test_the_window_gathers_jobs_that_arrive_after_the_first(queue, tiny_model, server_config):
-    server = ModelServer(queue, tiny_model, {**server_config, "BATCH_WAIT_MS": 800}, name="ms-1")
+    # The window is the model's own (its contract's max_wait_ms, from BATCH_WAIT_MS when it was loaded).
+    windowed = dataclasses.replace(tiny_model, contract=dataclasses.replace(tiny_model.contract, max_wait_ms=800))
+    server = ModelServer(queue, windowed, {**server_config, "BATCH_WAIT_MS": 800}, name="ms-1")
     queue.submit(random_job(0), max_length=100)
 
     def late_arrivals():
