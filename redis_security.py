@@ -26,6 +26,7 @@ redis-py keyword arguments, and `redact_url` is what any log line shows of a URL
 As a program (used by run.sh; prints only paths and user names, never a password):
     python redis_security.py prepare --dir .run/redis-secrets --data-dir .run/redis --port 6379 [--tls]
     python redis_security.py probe [--wait SECONDS] [--role admin --dir DIR]
+    python redis_security.py rules      # ACL SETUSER commands for a Redis of your own
 """
 from __future__ import annotations
 
@@ -368,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prep.add_argument("--bind", action="append", help="addresses Redis listens on (default 127.0.0.1)")
     prep.add_argument("--tls", action="store_true", help="TLS only, with a CA and certificate made here")
     prep.add_argument("--tls-host", action="append", default=[], help="an extra name for Redis's certificate")
+    commands.add_parser("rules", help="print the ACL SETUSER commands that create the web and model_server "
+                        "users for KEY_PREFIX and QUEUE_NAME on a Redis of your own (passwords left to fill in)")
     pro = commands.add_parser("probe", help="exit 0 if Redis at REDIS_URL answers with the configured "
                               "credentials, 3 if nothing answers, 4 if it refuses them")
     pro.add_argument("--wait", type=float, default=0.0, help="seconds to keep trying while nothing answers")
@@ -386,6 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shell[f"redis_{name}_password_file"] = str(done.password_file(role))
             shell["redis_ca_file"] = str(done.tls.ca_cert) if done.tls else ""
             print("\n".join(f"{name}={shlex.quote(value)}" for name, value in shell.items()))
+            return 0
+        if args.command == "rules":
+            for role in (WEB, MODEL_SERVER):
+                print(f"ACL SETUSER {role} reset on >{role.upper()}_PASSWORD "
+                      f"{acl_rules(role, config['KEY_PREFIX'], config['QUEUE_NAME'])}")
             return 0
         if args.role:
             if not args.dir:

@@ -91,7 +91,11 @@ def test_tls_redis_refuses_plain_connections(server, admin):
 
 
 def test_each_tier_does_its_whole_part_of_the_protocol_with_its_own_user(server, admin, config):
-    web, model = queue_as(server, "web", config), queue_as(server, "model_server", config)
+    whole_protocol(queue_as(server, "web", config), queue_as(server, "model_server", config))
+
+
+def whole_protocol(web: JobQueue, model: JobQueue) -> None:
+    """Every command each tier issues, as that tier's user."""
     model.ensure_group()
     model.heartbeat("ms-1", {"model": "tiny", "input_height": 4, "input_width": 4}, ttl=30)
     assert [s["name"] for s in web.live_servers(30)] == ["ms-1"]
@@ -257,3 +261,44 @@ def test_cli_prepares_a_redis_that_only_its_users_may_use(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_the_rules_printed_for_an_existing_redis_create_working_users(tmp_path, config):
+    """README: `python redis_security.py rules`, given to ACL SETUSER on a Redis of your own."""
+    from bench.stack import free_port, wait_until
+
+    port = free_port()
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        owner = redis.Redis(port=port, socket_connect_timeout=0.2)
+        wait_until(lambda: _answers(owner), 10, "redis-server")
+        env = {**os.environ, "KEY_PREFIX": PREFIX, "QUEUE_NAME": QUEUE}
+        rules = subprocess.run([sys.executable, "redis_security.py", "rules"], cwd=PROJECT, env=env,
+                               capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()
+        assert len(rules) == 2
+        passwords = {"web": "web-" + "x" * 30, "model_server": "model-" + "y" * 30}
+        for line in rules:  # as an operator would paste them into redis-cli
+            for role, password in passwords.items():
+                line = line.replace(f">{role.upper()}_PASSWORD", f">{password}")
+            owner.execute_command(*line.split())
+        owner.execute_command("ACL", "SETUSER", "owner", "on", ">owner-" + "z" * 30, "~*", "&*", "+@all")
+        owner.execute_command("ACL", "SETUSER", "default", "off")
+        url = f"redis://127.0.0.1:{port}/0"
+
+        def tier(role: str) -> JobQueue:
+            return queue_from_settings({**config, "KEY_PREFIX": PREFIX, "QUEUE_NAME": QUEUE, "REDIS_URL": url,
+                                        "REDIS_USERNAME": role, "REDIS_PASSWORD": passwords[role]}, read_timeout=5)
+
+        whole_protocol(tier("web"), tier("model_server"))
+        denied(lambda: tier("web").redis.rpush(Keys(PREFIX, QUEUE).result(job(1).id), b"{}"))
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
