@@ -306,6 +306,9 @@ def client_options(config: Mapping[str, Any]) -> dict[str, Any]:
     require client certificates, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE.
     """
     options: dict[str, Any] = {}
+    if re.match(r"\w+://[^@/]*:[^@/]+@", str(config.get("REDIS_URL", ""))):
+        log.warning("REDIS_URL carries a password; it can leak through settings dumps and process lists. "
+                    "Set REDIS_USERNAME and REDIS_PASSWORD_FILE instead.")
     username = str(config.get("REDIS_USERNAME") or "")
     password = str(config.get("REDIS_PASSWORD") or "")
     password_file = str(config.get("REDIS_PASSWORD_FILE") or "")

@@ -93,6 +93,9 @@ def test_apache_tells_no_version_and_answers_carry_security_headers(stack):
     assert text.startswith("HTTP/1.1 400"), text[:200]
     assert "Server: Apache\r\n" in text
     assert "Apache/" not in text and "Server at" not in text and "Debian" not in text
+    # TRACE would echo the request back, the client's Authorization header included.
+    trace = requests.request("TRACE", f"{stack.url}/health", headers={"Authorization": f"Bearer {KEY}"}, timeout=5)
+    assert trace.status_code == 405 and KEY not in trace.text
 
 
 def test_the_key_name_is_counted_and_no_secret_shows_anywhere(stack):
