@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from flask import Flask, Response, current_app, g, jsonify, request
 
-import metrics  # noqa: F401  first: it sets up prometheus-client's multiprocess mode before the import below
+import metrics  # noqa: F401 -- first: it sets up prometheus-client's multiprocess mode before the import below
 from prometheus_client import Counter  # noqa: E402
 
 log = logging.getLogger("web.auth")

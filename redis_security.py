@@ -68,24 +68,17 @@ def _glob(literal: str) -> str:
 
 
 def key_patterns(prefix: str, queue_name: str) -> dict[str, str]:
-    """ACL key patterns (literal prefix, glob tail) of every key the service uses.
+    """ACL key patterns (literal prefix and queue name, glob tail) of every key the service uses,
+    taken from the protocol's own key layout (protocol.Keys)."""
+    from protocol import Keys
 
-    Must match the key layout of the queue protocol (`prefix:queue:NAME` stream,
-    `prefix:result:ID` lists, `prefix:job:ID` pending markers, `prefix:servers:NAME` zset,
-    `prefix:server:NAME:SERVER` heartbeats: protocol.Keys).
-    """
     for what, value in (("KEY_PREFIX", prefix), ("QUEUE_NAME", queue_name)):
         if not _NAME.fullmatch(value):
             raise RedisSecurityError(f"{what} must be 1-200 characters without spaces or parentheses "
                                      f"to be written into Redis ACL rules, received {value!r}.")
-    p, q = _glob(prefix), _glob(queue_name)
-    return {
-        "queue": f"{p}:queue:{q}",
-        "result": f"{p}:result:*",
-        "pending": f"{p}:job:*",
-        "servers": f"{p}:servers:{q}",
-        "server": f"{p}:server:{q}:*",
-    }
+    keys = Keys(_glob(prefix), _glob(queue_name))
+    return {"queue": keys.queue, "result": keys.all_results, "pending": keys.all_pending,
+            "servers": keys.servers, "server": keys.all_servers}
 
 
 def acl_rules(role: str, prefix: str, queue_name: str) -> str:

@@ -9,7 +9,8 @@ import logging
 import pytest
 
 import auth
-from helpers import Keys, encode_result, error_result, new_request_id
+from helpers import new_request_id
+from protocol import Keys, Result
 
 OPS_KEY = "ops-" + "a1" * 16
 APP_KEY = "app-" + "b2" * 16
@@ -132,7 +133,7 @@ def test_a_model_failure_reaches_the_client_without_its_internals(client, web_co
     job_id = new_request_id()
     keys = Keys(web_config["KEY_PREFIX"], web_config["QUEUE_NAME"])
     internal = "ValueError: shape mismatch in /srv/models/x.py; batch id gpu7.example.org:4242#17"
-    redis_client.rpush(keys.result(job_id), encode_result(error_result(internal, 500)))
+    redis_client.rpush(keys.result(job_id), Result.failure(internal, 500).to_redis())
     response = client.get(f"/result/{job_id}")
     assert response.status_code == 500
     text = response.get_data(as_text=True)

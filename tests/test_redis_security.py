@@ -21,7 +21,7 @@ import redis
 
 import redis_security
 from bench.stack import PROJECT, RedisServer
-from helpers import Job, Keys, encode_result
+from protocol import Heartbeat, Job, Keys, Prediction, Result
 from jobqueue import JobQueue, queue_from_settings
 
 PREFIX, QUEUE = "sec", "image_queue"
@@ -97,19 +97,22 @@ def test_each_tier_does_its_whole_part_of_the_protocol_with_its_own_user(server,
 def whole_protocol(web: JobQueue, model: JobQueue) -> None:
     """Every command each tier issues, as that tier's user."""
     model.ensure_group()
-    model.heartbeat("ms-1", {"model": "tiny", "input_height": 4, "input_width": 4}, ttl=30)
-    assert [s["name"] for s in web.live_servers(30)] == ["ms-1"]
+    model.heartbeat(Heartbeat(name="ms-1", model="tiny", input_height=4, input_width=4, classes=2), ttl=30)
+    assert [s.name for s in web.live_servers(30)] == ["ms-1"]
 
     web.submit(job(1), max_length=10, pending_ttl=30)
     web.submit(job(2), max_length=10)
     assert web.length() == 2
-    assert web.peek_result(job(1).id) == (None, True)
+    result, deadline = web.peek_result(job(1).id)
+    assert result is None and deadline is not None
 
     claimed = model.claim("ms-1", count=10, block_ms=None)
     assert [c.job.id for c in claimed] == [job(1).id, job(2).id]
-    model.reply([(c, {"success": True, "predictions": [], "n": i}) for i, c in enumerate(claimed)], result_ttl=30)
-    assert web.wait_result(job(2).id, timeout=2)["n"] == 1
-    assert web.peek_result(job(1).id)[0]["n"] == 0
+    model.reply([(c, Result.ok([Prediction(f"n{i}", 1.0)], {})) for i, c in enumerate(claimed)], result_ttl=30)
+    assert web.wait_result(job(2).id, timeout=2).predictions[0].label == "n1"
+    assert web.peek_result(job(1).id)[0].predictions[0].label == "n0"
+    web.forget_pending(job(1).id)
+    assert web.peek_result(job(1).id)[1] is None
     assert web.length() == 0
 
     # Taking over a dead consumer's entries, and leaving.
@@ -124,12 +127,13 @@ def whole_protocol(web: JobQueue, model: JobQueue) -> None:
 def test_the_web_user_cannot_forge_a_result_or_a_heartbeat(server, admin, config):
     web = queue_as(server, "web", config).redis
     keys = Keys(PREFIX, QUEUE)
-    forged = encode_result({"success": True, "predictions": [{"label": "forged", "probability": 1.0}]})
+    forged = Result.ok([Prediction("forged", 1.0)], {}).to_redis()
     assert "rpush" in denied(lambda: web.rpush(keys.result(job(1).id), forged))
     assert "lpush" in denied(lambda: web.lpush(keys.result(job(1).id), forged))
     # SET is allowed on pending markers only; not on a result or a heartbeat key.
     denied(lambda: web.set(keys.result(job(1).id), forged))
-    denied(lambda: web.set(keys.server("ms-1"), b'{"name": "ms-1", "input_height": 1}'))
+    denied(lambda: web.set(keys.server("ms-1"), Heartbeat(name="ms-1", model="x", input_height=1, input_width=1,
+                                                          classes=1).to_redis()))
     assert "zadd" in denied(lambda: web.zadd(keys.servers, {"ms-1": time.time()}))
     # Nor through a script of its own: commands inside scripts are checked against the same user.
     script = web.register_script("return redis.call('RPUSH', KEYS[1], ARGV[1])")
@@ -139,7 +143,9 @@ def test_the_web_user_cannot_forge_a_result_or_a_heartbeat(server, admin, config
     assert "xdel" in denied(lambda: web.xdel(keys.queue, "0-1"))
     assert "xtrim" in denied(lambda: web.xtrim(keys.queue, maxlen=0))
     assert "xreadgroup" in denied(lambda: web.xreadgroup("model_servers", "spy", {keys.queue: ">"}))
-    assert "del" in denied(lambda: web.delete(keys.queue))
+    # DEL is allowed on its pending markers only.
+    for key in (keys.queue, keys.result(job(1).id), keys.server("ms-1"), keys.servers):
+        denied(lambda: web.delete(key))
     # Nor read or write another deployment's keys.
     denied(lambda: web.set("other:job:1", "x"))
     assert not admin.exists(keys.result(job(1).id), keys.server("ms-1"), keys.servers, "other:job:1")
