@@ -14,9 +14,9 @@ needs to refuse whoever is not one of the service's tiers:
 
 Each tier's user may run only the commands it issues, and only on its own keys (Redis 7 ACL
 selectors pair commands with key patterns): the web user can queue a job, set, read and
-delete its pending marker, wait for or peek at results and read heartbeats, but cannot write a result or a
-heartbeat, delete queue entries, flush, or reconfigure Redis; the model-server user can consume
-the queue and write results and heartbeats, and nothing else. See `acl_rules`, and the README
+delete its pending marker, wait for or peek at results and read heartbeats, but cannot write
+a result or a heartbeat, delete queue entries, flush, or reconfigure Redis; the model-server
+user can consume the queue and write results and heartbeats, and nothing else. See `acl_rules`, and the README
 ("Pointing the tiers at an existing Redis") for creating the same users on a Redis of your own.
 
 Passwords reach a client through REDIS_USERNAME and REDIS_PASSWORD_FILE (or REDIS_PASSWORD),

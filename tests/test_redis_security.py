@@ -157,7 +157,8 @@ def test_neither_tier_can_run_admin_commands(server, admin, config, role):
     admin.set("precious", "1")
     for call in (client.flushall, client.flushdb, lambda: client.config_get("*"), lambda: client.config_set("save", ""),
                  lambda: client.keys("*"), lambda: client.acl_list(), lambda: client.get("precious"),
-                 lambda: client.execute_command("SHUTDOWN", "NOSAVE"), lambda: client.execute_command("ACL", "SETUSER", role, "+@all", "~*"),
+                 lambda: client.execute_command("SHUTDOWN", "NOSAVE"),
+                 lambda: client.execute_command("ACL", "SETUSER", role, "+@all", "~*"),
                  lambda: client.execute_command("SCRIPT", "FLUSH"),
                  lambda: client.client_list(), lambda: client.execute_command("MONITOR")):
         denied(call)
