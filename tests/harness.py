@@ -171,7 +171,8 @@ class Stack:
         from run_model_server import settings_dict
 
         names = ("KEY_PREFIX", "QUEUE_NAME", "CONSUMER_GROUP")
-        config = {**settings_dict(), **{k: self.env[k] for k in names if k in self.env}, "REDIS_URL": self.redis.url}
+        config = {**settings_dict(), **{k: self.env[k] for k in names if k in self.env},
+                  **self.redis.settings_for(redis_security.ADMIN)}
         return queue_from_settings(config, read_timeout=10.0)
 
     def model_queue(self, version: str = "1") -> "JobQueue":
