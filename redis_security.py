@@ -77,7 +77,7 @@ def key_patterns(prefix: str, queue_name: str) -> dict[str, str]:
             raise RedisSecurityError(f"{what} must be 1-200 characters without spaces or parentheses "
                                      f"to be written into Redis ACL rules, received {value!r}.")
     keys = Keys(_glob(prefix), _glob(queue_name))
-    return {"queue": keys.queue, "result": keys.all_results, "pending": keys.all_pending,
+    return {"queue": keys.all_queues, "result": keys.all_results, "pending": keys.all_pending,
             "servers": keys.servers, "server": keys.all_servers}
 
 

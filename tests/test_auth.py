@@ -16,7 +16,9 @@ OPS_KEY = "ops-" + "a1" * 16
 APP_KEY = "app-" + "b2" * 16
 KEYS = f"ops:{OPS_KEY}, app:{APP_KEY}"
 PROTECTED = [("GET", "/"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/openapi.json"),
-             ("GET", f"/result/{'0' * 32}"), ("POST", "/predict"), ("GET", "/no-such-route")]
+             ("GET", f"/result/{'0' * 32}"), ("POST", "/predict"), ("GET", "/no-such-route"), ("GET", "/docs"),
+             ("GET", "/v2"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/tiny"),
+             ("POST", "/v2/models/tiny/infer"), ("GET", "/models")]
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -47,6 +49,7 @@ def test_a_wrong_key_or_scheme_is_a_401(keyed, heartbeat_only, header):
 
 def test_liveness_needs_no_key(keyed):
     assert keyed.get("/health").status_code == 200
+    assert keyed.get("/v2/health/live").status_code == 200
 
 
 def test_each_configured_key_is_accepted_and_named_in_the_log_and_metrics(keyed, model_server, caplog):
@@ -119,14 +122,16 @@ def test_an_open_api_warns_when_it_listens_beyond_loopback(make_client, caplog):
 
 
 def test_open_api_answers_carry_security_headers_and_no_challenge(client, heartbeat_only):
-    for path in ("/", "/health", "/ready", "/no-such-route"):
+    for path in ("/", "/api", "/health", "/ready", "/no-such-route"):
         response = client.get(path)
         assert response.status_code != 401
         assert "WWW-Authenticate" not in response.headers
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["Referrer-Policy"] == "no-referrer"
-        assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        if path != "/":  # the page's route (web_page.py) sets its own policy
+            assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
 def test_a_model_failure_reaches_the_client_without_its_internals(client, web_config, redis_client):

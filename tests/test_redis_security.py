@@ -21,7 +21,7 @@ import redis
 
 import redis_security
 from bench.stack import PROJECT, RedisServer
-from protocol import Heartbeat, Job, Keys, Prediction, Result
+from protocol import Heartbeat, Job, Keys, ModelContract, Prediction, Result, ServedModel
 from jobqueue import JobQueue, queue_from_settings
 
 PREFIX, QUEUE = "sec", "image_queue"
@@ -45,7 +45,12 @@ def admin(server) -> Iterator[redis.Redis]:
 
 def queue_as(server: RedisServer, role: str, config: dict[str, Any]) -> JobQueue:
     values = {**config, "KEY_PREFIX": PREFIX, "QUEUE_NAME": QUEUE, **server.settings_for(role)}
-    return queue_from_settings(values, read_timeout=5.0)
+    return queue_from_settings(values, read_timeout=5.0).for_model("tiny", "1")
+
+
+def heartbeat(name: str) -> Heartbeat:
+    contract = ModelContract(name="tiny", version="1", input_height=4, input_width=4, classes=2)
+    return Heartbeat(name=name, models=[ServedModel(contract)])
 
 
 def job(n: int) -> Job:
@@ -97,7 +102,7 @@ def test_each_tier_does_its_whole_part_of_the_protocol_with_its_own_user(server,
 def whole_protocol(web: JobQueue, model: JobQueue) -> None:
     """Every command each tier issues, as that tier's user."""
     model.ensure_group()
-    model.heartbeat(Heartbeat(name="ms-1", model="tiny", input_height=4, input_width=4, classes=2), ttl=30)
+    model.heartbeat(heartbeat("ms-1"), ttl=30)
     assert [s.name for s in web.live_servers(30)] == ["ms-1"]
 
     web.submit(job(1), max_length=10, pending_ttl=30)
@@ -132,19 +137,18 @@ def test_the_web_user_cannot_forge_a_result_or_a_heartbeat(server, admin, config
     assert "lpush" in denied(lambda: web.lpush(keys.result(job(1).id), forged))
     # SET is allowed on pending markers only; not on a result or a heartbeat key.
     denied(lambda: web.set(keys.result(job(1).id), forged))
-    denied(lambda: web.set(keys.server("ms-1"), Heartbeat(name="ms-1", model="x", input_height=1, input_width=1,
-                                                          classes=1).to_redis()))
+    denied(lambda: web.set(keys.server("ms-1"), heartbeat("ms-1").to_redis()))
     assert "zadd" in denied(lambda: web.zadd(keys.servers, {"ms-1": time.time()}))
     # Nor through a script of its own: commands inside scripts are checked against the same user.
     script = web.register_script("return redis.call('RPUSH', KEYS[1], ARGV[1])")
     denied(lambda: script(keys=[keys.result(job(1).id)], args=[forged]))
     assert "eval" in denied(lambda: web.eval("return 1", 0))
     # Nor take jobs off the queue or rewrite them.
-    assert "xdel" in denied(lambda: web.xdel(keys.queue, "0-1"))
-    assert "xtrim" in denied(lambda: web.xtrim(keys.queue, maxlen=0))
-    assert "xreadgroup" in denied(lambda: web.xreadgroup("model_servers", "spy", {keys.queue: ">"}))
+    assert "xdel" in denied(lambda: web.xdel(keys.queue("tiny", "1"), "0-1"))
+    assert "xtrim" in denied(lambda: web.xtrim(keys.queue("tiny", "1"), maxlen=0))
+    assert "xreadgroup" in denied(lambda: web.xreadgroup("model_servers", "spy", {keys.queue("tiny", "1"): ">"}))
     # DEL is allowed on its pending markers only.
-    for key in (keys.queue, keys.result(job(1).id), keys.server("ms-1"), keys.servers):
+    for key in (keys.queue("tiny", "1"), keys.result(job(1).id), keys.server("ms-1"), keys.servers):
         denied(lambda: web.delete(key))
     # Nor read or write another deployment's keys.
     denied(lambda: web.set("other:job:1", "x"))
@@ -170,7 +174,7 @@ def test_the_model_server_user_cannot_touch_pending_markers_or_read_results(serv
     keys = Keys(PREFIX, QUEUE)
     denied(lambda: model.set(keys.pending(job(1).id), "pending"))
     assert "lrange" in denied(lambda: model.lrange(keys.result(job(1).id), 0, -1))
-    assert "xadd" in denied(lambda: model.xadd(keys.queue, {"v": "1"}))
+    assert "xadd" in denied(lambda: model.xadd(keys.queue("tiny", "1"), {"v": "1"}))
 
 
 def test_secret_files_are_private_and_hold_no_plain_password_but_their_own(server):
@@ -295,7 +299,9 @@ def test_the_rules_printed_for_an_existing_redis_create_working_users(tmp_path, 
 
         def tier(role: str) -> JobQueue:
             return queue_from_settings({**config, "KEY_PREFIX": PREFIX, "QUEUE_NAME": QUEUE, "REDIS_URL": url,
-                                        "REDIS_USERNAME": role, "REDIS_PASSWORD": passwords[role]}, read_timeout=5)
+                                        "REDIS_USERNAME": role, "REDIS_PASSWORD": passwords[role],
+                                        "REDIS_PASSWORD_FILE": "", "REDIS_TLS_CA_FILE": ""},
+                                       read_timeout=5).for_model("tiny", "1")
 
         whole_protocol(tier("web"), tier("model_server"))
         denied(lambda: tier("web").redis.rpush(Keys(PREFIX, QUEUE).result(job(1).id), b"{}"))
