@@ -10,7 +10,7 @@ venv="${VENV:-$project/.venv}"
 log() { echo "[bootstrap] $*" >&2; }
 
 # chromium and chromium-driver: the browser tests of the pages (tests/test_browser.py).
-apt_packages=(redis-server redis-tools apache2 apache2-dev python3 python3-venv python3-dev curl iproute2 chromium chromium-driver)
+apt_packages=(redis-server redis-tools apache2 apache2-dev python3 python3-venv python3-dev curl iproute2 openssl chromium chromium-driver)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

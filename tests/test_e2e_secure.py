@@ -16,7 +16,7 @@ import requests
 from PIL import Image
 
 import redis_security
-from bench.stack import PROJECT, Stack
+from harness import PROJECT, Stack
 
 pytestmark = pytest.mark.e2e
 

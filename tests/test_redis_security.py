@@ -20,7 +20,7 @@ import pytest
 import redis
 
 import redis_security
-from bench.stack import PROJECT, RedisServer
+from harness import PROJECT, RedisServer
 from protocol import Heartbeat, Job, Keys, ModelContract, Prediction, Result, ServedModel
 from jobqueue import JobQueue, queue_from_settings
 
@@ -241,7 +241,7 @@ def test_settings_dump_shows_no_secret(tmp_path):
 
 def test_cli_prepares_a_redis_that_only_its_users_may_use(tmp_path):
     """What run.sh does: prepare, start redis-server with the conf, probe with each role."""
-    from bench.stack import free_port
+    from harness import free_port
 
     port = free_port()
     env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "KEY_PREFIX": PREFIX, "QUEUE_NAME": QUEUE}
@@ -276,7 +276,7 @@ def test_cli_prepares_a_redis_that_only_its_users_may_use(tmp_path):
 
 def test_the_rules_printed_for_an_existing_redis_create_working_users(tmp_path, config):
     """README: `python redis_security.py rules`, given to ACL SETUSER on a Redis of your own."""
-    from bench.stack import free_port, wait_until
+    from harness import free_port, wait_until
 
     port = free_port()
     process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
