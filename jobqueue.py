@@ -281,15 +281,18 @@ def _deadline(marker: bytes | None) -> float | None:
 
 def queue_from_settings(config: Mapping[str, Any], read_timeout: float) -> JobQueue:
     """The (unbound) queue the settings name (REDIS_URL, KEY_PREFIX, QUEUE_NAME, CONSUMER_GROUP)."""
+    from redis_security import client_options
+
     connection = connect(config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
-                         read_timeout=read_timeout)
+                         read_timeout=read_timeout, **client_options(config))
     return JobQueue(connection, Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), config["CONSUMER_GROUP"])
 
 
-def connect(url: str, connect_timeout: float, read_timeout: float | None) -> redis.Redis:
+def connect(url: str, connect_timeout: float, read_timeout: float | None, **options: Any) -> redis.Redis:
     """A Redis client that fails fast when Redis is unreachable and retries a broken connection once.
 
     `read_timeout` must exceed the longest blocking call made on it (BLPOP, XREADGROUP BLOCK).
+    `options` are more redis-py arguments: credentials and TLS files (redis_security.client_options).
     """
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -300,4 +303,5 @@ def connect(url: str, connect_timeout: float, read_timeout: float | None) -> red
         socket_timeout=read_timeout,
         retry=Retry(NoBackoff(), 1),
         health_check_interval=0,
+        **options,
     )

@@ -109,9 +109,11 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
                 },
                 "Ready": {
                     "type": "object",
-                    "required": ["ready", "models", "model_servers"],
+                    "required": ["ready", "models", "model_servers_alive"],
                     "properties": {"ready": {"type": "boolean"},
                                    "models": {"type": "array", "items": {"type": "string"}},
+                                   "model_servers_alive": {"type": "integer", "minimum": 0},
+                                   # Listed (names, hosts, pids) only to callers with an API key.
                                    "model_servers": {"type": "array", "items": {"type": "object"}}},
                 },
                 "Models": {
@@ -136,7 +138,12 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
                 "Job": {"description": "Accepted: fetch the answer from status_url.",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
             },
+            # When the deployment sets API_KEYS, every route but /health needs this (else 401).
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
+                                           "description": "Only when the deployment configures API keys."}},
         },
+        # Empty alternative: an open deployment needs no key.
+        "security": [{}, {"apiKey": []}],
     }
 
 

@@ -58,7 +58,10 @@ stop_all() {
   fi
   if [ -n "$redis_pid" ] && kill -0 "$redis_pid" 2>/dev/null; then
     log "stopping redis-server (SHUTDOWN SAVE: its data is kept in .run/redis)"
-    timeout 30 redis-cli -u "$REDIS_URL" shutdown save >/dev/null 2>&1 || kill -TERM "$redis_pid" 2>/dev/null || true
+    # As the admin user, its password through the environment (REDISCLI_AUTH), not the command line.
+    tls_cli=(); [ -n "$redis_ca_file" ] && tls_cli=(--tls --cacert "$redis_ca_file")
+    REDISCLI_AUTH="$(cat "$redis_admin_password_file")" timeout 30 redis-cli -u "$REDIS_URL" --user "$redis_admin_user" \
+      "${tls_cli[@]}" shutdown save >/dev/null 2>&1 || kill -TERM "$redis_pid" 2>/dev/null || true
     wait_bounded "$redis_pid" 30 "redis-server"
   fi
   log "stopped"
@@ -67,31 +70,48 @@ trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
 trap 'stop_all' EXIT
 
-if redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
-  log "using the Redis already running at $REDIS_URL"
+# Each tier connects to Redis as its own user; with a Redis of your own, set REDIS_USERNAME and
+# REDIS_PASSWORD_FILE (see README, "Pointing the tiers at an existing Redis").
+web_redis=() model_redis=()
+probe=0; "$venv/bin/python" redis_security.py probe || probe=$?
+if [ "$probe" = 0 ]; then
+  log "using the Redis already running at $("$venv/bin/python" -c 'import redis_security as r, settings as s; print(r.redact_url(s.REDIS_URL))')"
+elif [ "$probe" != 3 ]; then
+  exit 1  # it answers but refuses us (the reason is above)
 else
-  redis_port="$(echo "$REDIS_URL" | sed -E 's#^redis://([^@/]*@)?[^:/]+:?([0-9]*).*#\2#')"
+  redis_port="$(echo "$REDIS_URL" | sed -E 's#^rediss?://([^@/]*@)?[^:/]+:?([0-9]*).*#\2#')"
   redis_port="${redis_port:-6379}"
+  tls=(); case "$REDIS_URL" in rediss://*) tls=(--tls) ;; esac
   mkdir -p .run/redis
-  log "starting redis-server on 127.0.0.1:$redis_port"
-  # hz 100: Redis ends blocking waits (the batch window) to within 10 ms.
-  setsid redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$project/.run/redis" \
-    --save "" --appendonly no --hz 100 --loglevel warning &
+  # ACL users and random passwords (kept between runs) in .run/redis-secrets, readable by their
+  # tier only; the default user is off, so a client without a password gets nothing.
+  eval "$("$venv/bin/python" redis_security.py prepare --dir .run/redis-secrets --data-dir .run/redis \
+    --port "$redis_port" "${tls[@]}")"
+  log "starting redis-server on 127.0.0.1:$redis_port (ACL users ${redis_web_user}, ${redis_model_user}, ${redis_admin_user}${tls:+, TLS only})"
+  # The configuration file names the ACL file: no password on any command line.
+  setsid redis-server "$redis_conf" &
   redis_pid=$!
-  for _ in $(seq 50); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  ca=(); [ -n "$redis_ca_file" ] && ca=("REDIS_TLS_CA_FILE=$redis_ca_file")
+  web_redis=("REDIS_USERNAME=$redis_web_user" "REDIS_PASSWORD_FILE=$redis_web_password_file" "${ca[@]}")
+  model_redis=("REDIS_USERNAME=$redis_model_user" "REDIS_PASSWORD_FILE=$redis_model_password_file" "${ca[@]}")
+  env "${ca[@]}" "$venv/bin/python" redis_security.py probe --wait 10 --role admin --dir .run/redis-secrets
 fi
 
 log "starting the model server (MODEL=$MODEL)"
-setsid "$venv/bin/python" run_model_server.py &
+setsid env "${model_redis[@]}" "$venv/bin/python" run_model_server.py &
 model_pid=$!
 
 log "starting Apache (mod_wsgi daemon mode) on http://$HOST:$PORT"
-setsid "$project/apache/serve.sh" &
+setsid env "${web_redis[@]}" "$project/apache/serve.sh" &
 apache_pid=$!
 
 for _ in $(seq 600); do
-  if curl -fs "http://$HOST:$PORT/ready" >/dev/null 2>&1; then
+  ready="$(curl -s -o /dev/null -w '%{http_code}' "http://$HOST:$PORT/ready" 2>/dev/null || true)"
+  if [ "$ready" = 200 ]; then
     log "ready: curl -F image=@samples/chelsea.jpg http://$HOST:$PORT/predict"
+    break
+  elif [ "$ready" = 401 ]; then  # API keys are on: readiness is for key holders only
+    log "up (API keys required): curl -H 'Authorization: Bearer KEY' -F image=@samples/chelsea.jpg http://$HOST:$PORT/predict"
     break
   fi
   for pid in $redis_pid $model_pid $apache_pid; do

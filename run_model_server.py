@@ -79,11 +79,17 @@ def build_server(config: Mapping[str, Any]) -> ModelServer:
 
 def wait_for_redis(queue: Any, config: Mapping[str, Any]) -> None:
     """Return once Redis answers, retrying with backoff: the model server may start before Redis."""
+    from redis_security import RedisSecurityError, redact_url
+
     delay = BACKOFF_FIRST
     while True:
         try:
             queue.redis.ping()
             return
+        except (redis.AuthenticationError, redis.ResponseError) as exc:  # retrying would not help: say so, stop
+            raise RedisSecurityError(f"Redis at {redact_url(config['REDIS_URL'])} refused the user "
+                                     f"{config.get('REDIS_USERNAME') or '(none)'} ({exc}). Check "
+                                     "REDIS_USERNAME and REDIS_PASSWORD_FILE.") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
             time.sleep(delay)
@@ -99,10 +105,11 @@ def main() -> int:
     configure_logging(settings.LOG_LEVEL)
     from model_server.models import NoModelLoaded
     from models import ModelLoadError
+    from redis_security import RedisSecurityError
 
     try:
         server = build_server(settings_dict())
-    except (ModelLoadError, NoModelLoaded) as exc:
+    except (ModelLoadError, NoModelLoaded, RedisSecurityError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     signal.signal(signal.SIGTERM, server.stop)

@@ -21,6 +21,7 @@ import redis
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import auth
 import inference_v2
 import metrics
 import settings
@@ -67,6 +68,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.config["DECODE_MEMORY_BUDGET"], app.config["DECODE_WAIT_MS"] / 1000, app.config["RETRY_AFTER_SECONDS"]
     )
     _register_routes(app)
+    auth.install(app)  # after the request id is set; answers 401 before any route runs
     _register_error_handlers(app)
     inference_v2.register(app)
     web_page.register(app)
@@ -146,18 +148,22 @@ def ready() -> tuple[Response, int]:
     try:
         servers = queue.live_servers(current_app.config["HEARTBEAT_TTL"])
     except redis.RedisError as exc:
-        return jsonify(success=False, ready=False, error=f"Redis is unreachable: {exc}"), 503
+        log.warning("request %s: /ready: Redis error: %s", g.get("request_id"), exc)
+        return jsonify(success=False, ready=False, error="The queue (Redis) is unreachable."), 503
     ready_models = sorted({m.contract.name for s in servers for m in s.models if m.state == "ready"})
     body = {
         "success": bool(ready_models),
         "ready": bool(ready_models),
         "models": ready_models,
-        "model_servers": [
+        "model_servers_alive": len(servers),
+    }
+    # Host names and pids only to callers with an API key; an open API says how many, not where.
+    if auth.is_authenticated():
+        body["model_servers"] = [
             {"name": s.name, "host": s.host, "pid": s.pid, "device": s.device, "seen": s.seen,
              "models": [f"{m.contract.name}:{m.contract.version}:{m.state}" for m in s.models]}
             for s in servers
-        ],
-    }
+        ]
     if not servers:
         body["error"] = "No model server is running. Start run_model_server.py."
     elif not ready_models:
@@ -306,6 +312,9 @@ def _answer(answer: Result) -> tuple[Response, int]:
     """The HTTP answer for a model server's result."""
     if not answer.success:
         log.error("request %s: model server answered %d: %s", g.request_id, answer.status, answer.error)
+        if answer.status == 500:  # its text may name hosts, batches or exceptions: that stays in the log
+            return _error(500, f"The model failed on this image (request id {g.request_id}); the log has the "
+                               "details. Retry; if it persists, contact the operator.")
         return _error(answer.status, answer.error)
     return jsonify(answer.as_response()), 200
 
@@ -377,7 +386,8 @@ def _register_error_handlers(app: Flask) -> None:
     def redis_down(exc: redis.RedisError) -> tuple[Response, int]:
         log.error("request %s: Redis error: %s", g.get("request_id"), exc)
         app.extensions["models"].forget()
-        return _error(503, f"The queue (Redis) is unavailable: {exc}. Retry shortly.", {"Retry-After": retry_after})
+        # The exception's text (addresses, users) stays in the log.
+        return _error(503, "The queue (Redis) is unavailable. Retry shortly.", {"Retry-After": retry_after})
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:

@@ -38,6 +38,17 @@ def env(name: str, default: _T) -> _T:
 
 # --- Redis: the queue and the result store between the tiers -------------------------------
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Who this tier is on Redis (an ACL user; see redis_security.py) and its password, read from a
+# file so that it appears in no URL, environment dump or process list. REDIS_PASSWORD is there
+# for completeness; it is never printed. Empty: no authentication (a Redis without ACL users).
+REDIS_USERNAME = env("REDIS_USERNAME", "")
+REDIS_PASSWORD_FILE = env("REDIS_PASSWORD_FILE", "")
+REDIS_PASSWORD = env("REDIS_PASSWORD", "")
+# With a rediss:// REDIS_URL: the CA that signed Redis's certificate, and a client certificate
+# and key for a Redis that requires them (tls-auth-clients yes).
+REDIS_TLS_CA_FILE = env("REDIS_TLS_CA_FILE", "")
+REDIS_TLS_CERT_FILE = env("REDIS_TLS_CERT_FILE", "")
+REDIS_TLS_KEY_FILE = env("REDIS_TLS_KEY_FILE", "")
 # Connecting to an unreachable Redis must fail fast so the web tier can answer 503 in ~1 s.
 REDIS_CONNECT_TIMEOUT = env("REDIS_CONNECT_TIMEOUT", 1.0)
 # Prefix of every key this service writes, so several deployments can share one Redis.
@@ -74,6 +85,11 @@ MAX_TOP_K = env("MAX_TOP_K", 20)
 METADATA_CACHE_SECONDS = env("METADATA_CACHE_SECONDS", 5.0)
 # Seconds a client is told to wait before retrying a 503.
 RETRY_AFTER_SECONDS = env("RETRY_AFTER_SECONDS", 1)
+# Client API keys: comma-separated `name:key` pairs, or a file of them (one pair per line, for
+# secrets managers). When set, every route but liveness (/health) needs `Authorization: Bearer
+# <key>`; the key's name, never the key, is logged. Empty: the API is open to anyone who can reach it.
+API_KEYS = env("API_KEYS", "")
+API_KEYS_FILE = env("API_KEYS_FILE", "")
 # Development server (run_web_server.py run as a script).
 HOST = env("HOST", "127.0.0.1")
 PORT = env("PORT", 8000)
@@ -167,14 +183,25 @@ MODEL_SERVER_NAME = env("MODEL_SERVER_NAME", "")
 LOG_LEVEL = env("LOG_LEVEL", "INFO")
 
 
+# Never printed: secrets stay out of settings dumps, shells and logs.
+_SECRETS = ("REDIS_PASSWORD", "API_KEYS")
+
+
 def as_shell() -> str:
-    """Every setting as a `NAME=value` line quoted for POSIX shells (for the run scripts)."""
+    """Every setting but the secrets as a `NAME=value` line quoted for POSIX shells (for the run
+    scripts). A URL with credentials in it is left out too: it came from the environment, which
+    the scripts have already."""
+    import re
     import shlex
+
+    def secret(name: str, value: object) -> bool:
+        return name in _SECRETS or (isinstance(value, str) and re.match(r"\w+://[^@/]*@", value) is not None)
 
     return "\n".join(
         f"{name}={shlex.quote(str(value))}"
         for name, value in globals().items()
         if name.isupper() and not name.startswith("_") and isinstance(value, (str, int, float))
+        and not secret(name, value)
     )
 
 

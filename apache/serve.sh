@@ -54,6 +54,7 @@ args=(
   # keep-alive connections, and a client reusing one then sees "connection closed without response".
   --initial-workers 1
   --document-root "$here/htdocs"
+  --include-file "$here/hardening.conf"
   --log-to-terminal
   --python-path "$project"
 )

@@ -70,8 +70,10 @@ def load_settings() -> dict[str, object]:
         import settings
     finally:
         sys.path.remove(str(PROJECT))
+    # Secrets (REDIS_PASSWORD, API_KEYS) never go into rendered files: use the *_FILE settings.
+    secrets = set(getattr(settings, "_SECRETS", ()))
     return {name: getattr(settings, name) for name in dir(settings)
-            if name.isupper() and not name.startswith("_")
+            if name.isupper() and not name.startswith("_") and name not in secrets
             and isinstance(getattr(settings, name), (str, int, float))}
 
 

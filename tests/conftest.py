@@ -40,7 +40,8 @@ def config(redis_server: RedisServer) -> dict[str, Any]:
     """The settings, pointed at the test Redis under a key prefix of this test's own."""
     values = run_model_server.settings_dict()
     values.update(
-        REDIS_URL=redis_server.url,
+        # As the admin user (every key: tests use their own prefixes), credentials from its file.
+        **redis_server.settings_for("admin"),
         KEY_PREFIX=f"test-{uuid.uuid4().hex[:8]}",
         REQUEST_TIMEOUT=10.0,
         TESTING=True,

@@ -21,6 +21,8 @@ import requests
 if TYPE_CHECKING:
     from jobqueue import JobQueue
 
+import redis_security
+
 PROJECT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = PROJECT / ".venv" / "bin" / "python"
 
@@ -43,25 +45,54 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 
 class RedisServer:
-    """A real redis-server process on a free loopback port."""
+    """A real redis-server process on a free loopback port, always with ACL users (see
+    redis_security.py): the default user is off, each tier has its own user, and with `tls` it
+    speaks only TLS, with a CA made at start.
 
-    def __init__(self, directory: Path) -> None:
+    `url` connects as the admin user, password included: for the tests' own inspection only,
+    never handed to a tier. A tier gets `service_url` (no credentials in it) and `settings_for`
+    its role. Secrets go to `secrets_dir`, which Apache's www-data must be able to reach.
+    """
+
+    def __init__(self, directory: Path, *, prefix: str = "kras", queue_name: str = "image_queue",
+                 tls: bool = False, secrets_dir: Path | None = None) -> None:
         self.directory = directory
+        self.secrets_dir = secrets_dir or directory / "redis-secrets"
+        self.prefix, self.queue_name, self.tls = prefix, queue_name, tls
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.service_url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
+        self.prepared: redis_security.Prepared | None = None
         self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        password = self._prepare().password(redis_security.ADMIN)
+        return self.service_url.replace("://", f"://{redis_security.ADMIN}:{password}@", 1)
+
+    def settings_for(self, role: str) -> dict[str, str]:
+        """The settings a process needs to connect as `role` (web, model_server or admin)."""
+        return {"REDIS_URL": self.service_url, **self._prepare().client_settings(role)}
+
+    def client(self, role: str = redis_security.ADMIN, **options: object) -> redis.Redis:
+        """A client connected as `role`."""
+        return redis.Redis.from_url(self.service_url, **redis_security.client_options(self.settings_for(role)),
+                                    **options)
+
+    def _prepare(self) -> redis_security.Prepared:
+        if self.prepared is None:
+            # Passwords are kept across restarts, so running tiers reconnect to a restarted Redis.
+            self.prepared = redis_security.prepare(self.secrets_dir, prefix=self.prefix, queue_name=self.queue_name,
+                                                   data_dir=self.directory, port=self.port, tls=self.tls)
+        return self.prepared
 
     def start(self) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError("redis-server is not installed; run ./test.sh, which installs it")
-        # hz 100, as run.sh does: Redis ends blocking waits (the batch window) to within 10 ms.
-        self.process = subprocess.Popen(
-            [executable, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
-             "--save", "", "--appendonly", "no", "--hz", "100", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        self.prepared = None
+        # The configuration file carries the ACL file's path: no password on the command line.
+        self.process = subprocess.Popen([executable, str(self._prepare().conf)], stdout=subprocess.DEVNULL)
+        client = self.client(socket_connect_timeout=0.2)
         wait_until(lambda: _pings(client), 10, f"redis-server on port {self.port}")
 
     def stop(self) -> None:
@@ -81,9 +112,8 @@ def _pings(client: redis.Redis) -> bool:
 class Stack:
     """Redis, model servers and Apache as processes, with logs in `workdir`; `stop` ends them all."""
 
-    def __init__(self, workdir: Path, settings: Mapping[str, object]) -> None:
+    def __init__(self, workdir: Path, settings: Mapping[str, object], redis_tls: bool = False) -> None:
         self.workdir = workdir
-        self.redis = RedisServer(workdir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **{k: str(v) for k, v in settings.items()},
@@ -91,22 +121,33 @@ class Stack:
         # Apache's daemons run as www-data when started by root; its files must be reachable.
         self.server_root = Path(tempfile.mkdtemp(prefix="kras-apache-"))
         os.chmod(self.server_root, 0o755)
+        self.redis = RedisServer(workdir, prefix=self.env.get("KEY_PREFIX") or "kras",
+                                 queue_name=self.env.get("QUEUE_NAME") or "image_queue", tls=redis_tls,
+                                 secrets_dir=self.server_root / "redis-secrets")
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self, model_servers: int = 1, timeout: float = 120) -> None:
         self.redis.start()
-        self.env["REDIS_URL"] = self.redis.url
+        self.env["REDIS_URL"] = self.redis.service_url
         for n in range(model_servers):
             self.start_model_server(f"model_server{'' if n == 0 else n}")
-        self.spawn("apache", [str(PROJECT / "apache" / "serve.sh")], APACHE_SERVER_ROOT=str(self.server_root / "root"))
+        self.spawn("apache", [str(PROJECT / "apache" / "serve.sh")], APACHE_SERVER_ROOT=str(self.server_root / "root"),
+                   **self.redis.settings_for(redis_security.WEB))
         wait_until(self._ready, timeout, f"{self.url}/ready (logs in {self.workdir})")
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """An Authorization header with the first configured API key (none when the API is open)."""
+        pairs = [pair for pair in self.env.get("API_KEYS", "").split(",") if ":" in pair]
+        return {"Authorization": f"Bearer {pairs[0].split(':', 1)[1].strip()}"} if pairs else {}
 
     @property
     def model_server(self) -> subprocess.Popen:
         return self.processes["model_server"]
 
     def start_model_server(self, name: str, **extra: str) -> subprocess.Popen:
-        return self.spawn(name, [str(VENV_PYTHON), "run_model_server.py"], MODEL_SERVER_NAME=name, **extra)
+        return self.spawn(name, [str(VENV_PYTHON), "run_model_server.py"], MODEL_SERVER_NAME=name,
+                          **{**self.redis.settings_for(redis_security.MODEL_SERVER), **extra})
 
     def spawn(self, name: str, command: list[str], **extra: str) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "ab")
@@ -120,7 +161,7 @@ class Stack:
             if process.poll() is not None:
                 raise AssertionError(f"{name} exited: {self.log(name)[-3000:]}")
         try:
-            return requests.get(f"{self.url}/ready", timeout=2).status_code == 200
+            return requests.get(f"{self.url}/ready", headers=self.auth_headers, timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
@@ -130,7 +171,8 @@ class Stack:
         from run_model_server import settings_dict
 
         names = ("KEY_PREFIX", "QUEUE_NAME", "CONSUMER_GROUP")
-        config = {**settings_dict(), **{k: self.env[k] for k in names if k in self.env}, "REDIS_URL": self.redis.url}
+        config = {**settings_dict(), **{k: self.env[k] for k in names if k in self.env},
+                  **self.redis.settings_for(redis_security.ADMIN)}
         return queue_from_settings(config, read_timeout=10.0)
 
     def model_queue(self, version: str = "1") -> "JobQueue":

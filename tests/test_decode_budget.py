@@ -25,6 +25,7 @@ from PIL import Image
 from harness import PROJECT, Stack
 from decode_bombs import KINDS, measure_decode
 from decode_budget import DecodeBudget, DecodeBusy, DecodeTooLarge
+from hostile_inputs import encode, noise
 from imaging import ImageError, ImageTooLarge, decode_cost, decode_image, open_image
 
 MIB = 2**20

@@ -10,12 +10,14 @@ import pytest
 
 from jobqueue import JobQueue, connect
 from protocol import Job, Keys
+from redis_security import client_options
 from run_model_server import ModelServer, top_predictions
 
 
 @pytest.fixture()
 def queue(config, redis_client) -> JobQueue:
-    q = JobQueue(connect(config["REDIS_URL"], 1.0, 10.0), Keys(config["KEY_PREFIX"], "images"), "servers")
+    q = JobQueue(connect(config["REDIS_URL"], 1.0, 10.0, **client_options(config)), Keys(config["KEY_PREFIX"], "images"),
+                 "servers")
     q = q.for_model("tiny", "1")  # the tiny model's queue
     q.ensure_group()
     return q

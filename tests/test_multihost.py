@@ -9,8 +9,10 @@ Five "hosts", each a network namespace with one address on a private bridge (tes
     10.203.0.9  client    stress_test.py
 
 Every tier is pointed at the others through settings only (REDIS_URL, HOST, PORT,
-MODEL_SERVER_NAME), exactly as on real machines; no host can reach another's loopback. A flood
-from the client must be answered in full, by both model servers, and /ready must list both.
+MODEL_SERVER_NAME, REDIS_USERNAME, REDIS_PASSWORD_FILE, REDIS_TLS_CA_FILE), exactly as on real
+machines; no host can reach another's loopback. Redis keeps protected mode on and speaks only
+TLS, to its ACL users (web, model_server; the client host probes as admin). A flood from the
+client must be answered in full, by both model servers, and /ready must count both.
 
 Needs root and iproute2 (skipped otherwise, with the reason); nothing is installed here.
 Run alone with `./test.sh -m multihost`.
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+import redis_security
 from netns import Network, NetnsUnavailable, namespaces, unavailable_reason
 
 UNAVAILABLE = unavailable_reason()  # not root, or no iproute2: skipped, saying which
@@ -44,13 +47,13 @@ SERVERS = ("gpu0", "gpu1")
 # Run on the client host: wait (bounded) until /ready lists every named model server.
 WAIT_READY = """
 import sys, time, requests
-url, names, deadline = sys.argv[1], set(sys.argv[2].split(",")), time.monotonic() + float(sys.argv[3])
+url, count, deadline = sys.argv[1], len(sys.argv[2].split(",")), time.monotonic() + float(sys.argv[3])
 last = "nothing yet"
 while time.monotonic() < deadline:
     try:
         answer = requests.get(url, timeout=2)
         last = f"{answer.status_code} {answer.text}"
-        if answer.status_code == 200 and names <= {s["name"] for s in answer.json()["model_servers"]}:
+        if answer.status_code == 200 and answer.json()["model_servers_alive"] >= count:
             print(answer.text)
             sys.exit(0)
     except requests.RequestException as exc:
@@ -67,6 +70,18 @@ from jobqueue import queue_from_settings
 from run_model_server import settings_dict
 queue = queue_from_settings({**settings_dict(), "REDIS_URL": sys.argv[1], "KEY_PREFIX": sys.argv[2]}, 5.0)
 print(json.dumps({s.name: s.batch_sizes for s in queue.live_servers(float(sys.argv[3]))}))
+"""
+
+
+# Run on the client host: a connection without credentials (TLS verified) must get nothing.
+ANONYMOUS = """
+import os, sys, redis
+try:
+    redis.Redis.from_url(sys.argv[1], ssl_ca_certs=os.environ["REDIS_TLS_CA_FILE"], socket_timeout=5).get("x")
+except redis.RedisError as exc:
+    print("refused:", type(exc).__name__)
+    sys.exit(0)
+sys.exit("an anonymous client was served")
 """
 
 
@@ -94,7 +109,7 @@ def test_flood_across_hosts_is_answered_by_both_model_servers(tmp_path, slow_mod
     redis_server = shutil.which("redis-server")
     assert redis_server, "redis-server is not installed; run ./test.sh, which installs it"
 
-    redis_url = f"redis://{SUBNET}.2:{REDIS_PORT}/0"
+    redis_url = f"rediss://{SUBNET}.2:{REDIS_PORT}/0"
     settings = {
         **slow_model_files, "REDIS_URL": redis_url, "KEY_PREFIX": PREFIX, "QUEUE_NAME": "image_queue",
         "BATCH_SIZE": "8", "BATCH_WAIT_MS": "0", "QUEUE_BLOCK_MS": "200", "HEARTBEAT_INTERVAL": "0.5",
@@ -102,9 +117,13 @@ def test_flood_across_hosts_is_answered_by_both_model_servers(tmp_path, slow_mod
         "WSGI_THREADS": "16", "MAX_QUEUE_LENGTH": "2000", "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     env = {**os.environ, **settings}
-    # Apache's daemons run as www-data: its server root must be reachable by that user.
+    # Apache's daemons run as www-data: its server root and the web password must be reachable by that user.
     server_root = Path(tempfile.mkdtemp(prefix="kras-multihost-apache-"))
     os.chmod(server_root, 0o755)
+    # ACL users, their passwords and a CA with Redis's certificate for its address (redis_security.py).
+    secured = redis_security.prepare(server_root / "redis-secrets", prefix=PREFIX, queue_name="image_queue",
+                                     data_dir=tmp_path, port=REDIS_PORT, bind=[f"{SUBNET}.2"], tls=True)
+    as_role = {role: secured.client_settings(role) for role in redis_security.ROLES}
     try:
         with Network() as net:
             redis_host = net.add_host("redis", f"{SUBNET}.2")
@@ -112,24 +131,25 @@ def test_flood_across_hosts_is_answered_by_both_model_servers(tmp_path, slow_mod
             gpus = [net.add_host(name, f"{SUBNET}.{4 + n}") for n, name in enumerate(SERVERS)]
             client = net.add_host("client", f"{SUBNET}.9")
 
-            redis_host.spawn("redis", [redis_server, "--bind", redis_host.address, "--port", str(REDIS_PORT),
-                                       "--dir", str(tmp_path), "--save", "", "--appendonly", "no",
-                                       "--protected-mode", "no", "--hz", "100", "--loglevel", "warning"],
-                             env, tmp_path)
+            redis_host.spawn("redis", [redis_server, str(secured.conf)], env, tmp_path)
             for host in gpus:
-                host.spawn(host.name, [PYTHON, "run_model_server.py"], {**env, "MODEL_SERVER_NAME": host.name},
-                           tmp_path)
+                host.spawn(host.name, [PYTHON, "run_model_server.py"],
+                           {**env, **as_role["model_server"], "MODEL_SERVER_NAME": host.name}, tmp_path)
             web.spawn("apache", [str(PROJECT / "apache" / "serve.sh")],
-                      {**env, "HOST": web.address, "PORT": str(WEB_PORT),
+                      {**env, **as_role["web"], "HOST": web.address, "PORT": str(WEB_PORT),
                        "APACHE_SERVER_ROOT": str(server_root / "root")}, tmp_path)
 
             base = f"http://{web.address}:{WEB_PORT}"
             waiter = subprocess.Popen(
                 client.command([PYTHON, "-c", WAIT_READY, f"{base}/ready", ",".join(SERVERS), "90"]),
                 cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            ready = json.loads(wait_for(waiter, net, 90, f"{base}/ready to list {SERVERS}"))
-            assert ready["ready"] is True
-            assert {s["name"] for s in ready["model_servers"]} == set(SERVERS), ready
+            ready = json.loads(wait_for(waiter, net, 90, f"{base}/ready to count {SERVERS}"))
+            assert ready["ready"] is True and ready["model_servers_alive"] == len(SERVERS), ready
+            # An open API tells anonymous callers no host names or pids.
+            assert "model_servers" not in ready
+
+            anonymous = client.run([PYTHON, "-c", ANONYMOUS, redis_url], {**env, **as_role["web"]}, timeout=30)
+            assert anonymous.returncode == 0 and "refused" in anonymous.stdout, anonymous.stdout + anonymous.stderr
 
             summary_path = tmp_path / "flood.json"
             flood = client.run([PYTHON, "stress_test.py", f"{base}/predict", "--image", str(image_file),
@@ -139,7 +159,8 @@ def test_flood_across_hosts_is_answered_by_both_model_servers(tmp_path, slow_mod
             summary = json.loads(summary_path.read_text())
 
             time.sleep(1.0)  # two heartbeats, so the published batch counts are current
-            probe = client.run([PYTHON, "-c", LIVE_SERVERS, redis_url, PREFIX, "3"], env, timeout=30)
+            probe = client.run([PYTHON, "-c", LIVE_SERVERS, redis_url, PREFIX, "3"], {**env, **as_role["admin"]},
+                               timeout=30)
             assert probe.returncode == 0, probe.stderr
             servers = json.loads(probe.stdout)
             images = {name: sum(int(size) * count for size, count in sizes.items()) for name, sizes in servers.items()}

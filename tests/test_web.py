@@ -239,6 +239,7 @@ def test_redis_unreachable_is_a_fast_503(make_client):
     elapsed = time.monotonic() - started
     body = assert_json_error(response, 503)
     assert "Redis" in body["error"]
+    assert "127.0.0.1" not in body["error"] and "Error" not in body["error"]  # no internals
     assert "Retry-After" in response.headers
     assert elapsed < 1.5
 
@@ -255,20 +256,29 @@ def test_health_is_200_without_redis(make_client):
     assert response.get_json()["success"] is True
 
 
-def test_ready_lists_the_live_model_server_and_its_model(client, model_server, tiny_model):
-    response = client.get("/ready")
+def test_ready_lists_the_live_model_server_and_its_model_to_a_key_holder(make_client, model_server, tiny_model):
+    key = "k" * 32
+    response = make_client(API_KEYS=f"ops:{key}").get("/ready", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 200, response.get_data(as_text=True)
     body = response.get_json()
     assert body["ready"] is True and body["success"] is True
     assert body["models"] == [tiny_model.name]
     assert [s["name"] for s in body["model_servers"]] == [SERVER_NAME]
     assert body["model_servers"][0]["models"] == [f"{tiny_model.name}:1:ready"]
+    assert {"host", "pid"} <= set(body["model_servers"][0])
+
+
+def test_ready_of_an_open_api_says_how_many_model_servers_but_not_where(client, model_server, tiny_model):
+    response = client.get("/ready")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body == {"success": True, "ready": True, "models": [tiny_model.name], "model_servers_alive": 1}
 
 
 def test_ready_is_503_without_a_model_server(client, redis_client):
     body = assert_json_error(client.get("/ready"), 503)
     assert body["ready"] is False
-    assert body["model_servers"] == []
+    assert body["model_servers_alive"] == 0
 
 
 def test_index_describes_the_service_as_json(client):
