@@ -61,8 +61,9 @@ class ModelRegistry:
             if self._servers is not None and now < self._expires:
                 return self._servers
         servers = self._queue.live_servers(self._heartbeat_ttl)
-        with self._lock:
-            self._servers, self._expires = servers, now + self._cache_seconds
+        if servers:  # "none yet" is not cached: the first heartbeat after a restart counts at once
+            with self._lock:
+                self._servers, self._expires = servers, now + self._cache_seconds
         return servers
 
     def forget(self) -> None:
