@@ -114,6 +114,8 @@ def acl_rules(role: str, prefix: str, queue_name: str) -> str:
             "+multi +exec +discard",
             # Consumer group: create, read, take over, count deliveries, acknowledge and delete.
             f"(+xgroup|create +xreadgroup +xautoclaim +xpending +xack +xdel %RW~{k['queue']})",
+            # XLEN: a draining version is unloaded only once its queue is empty.
+            f"(+xlen %R~{k['queue']})",
             f"(+rpush +pexpire %W~{k['result']})",
             f"(+set +del %W~{k['server']})",
             f"(+zadd +zrem +zremrangebyscore %W~{k['servers']})",
