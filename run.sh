@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole system in the foreground on 127.0.0.1:$PORT (default 8000): Redis (unless one
 # already answers at REDIS_URL), the model server, and Apache with mod_wsgi in daemon mode.
-# Ctrl-C (or SIGTERM) stops everything it started, in order (below). Settings come from the environment (see
-# settings.py), e.g.  PORT=9000 MODEL=resnet50 MODEL_WEIGHTS=random ./run.sh
+# Ctrl-C (or SIGTERM) stops everything it started, in order (below). Settings come from the
+# environment (see settings.py), e.g.  PORT=9000 MODEL=resnet50 MODEL_WEIGHTS=random ./run.sh
 set -euo pipefail
 project="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$project"
