@@ -318,6 +318,13 @@ def test_an_impossible_geometry_is_refused(bad):
         Geometry(**{**dict(height=8, width=8), **bad})
 
 
+def test_a_keras_file_without_a_config_is_squashed_as_before():
+    from models.loading import legacy_contract
+
+    contract = legacy_contract("user", (32, 48), 3, "unit", {"BATCH_SIZE": 4})
+    assert Geometry.of(contract) == Geometry(32, 48, "squash", 0.875, "bilinear")
+
+
 def test_the_web_tier_queues_the_pixels_the_heartbeats_contract_asks_for(make_client, web_config, redis_client):
     from web_fixtures import make_queue
 
