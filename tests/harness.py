@@ -6,6 +6,7 @@ so both exercise exactly what `run.sh` runs.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import shutil
 import signal
 import socket
@@ -13,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import redis
 import requests
@@ -200,3 +201,16 @@ class Stack:
                 process.wait(5)
         self.redis.stop()
         shutil.rmtree(self.server_root, ignore_errors=True)
+
+
+@contextmanager
+def running_stack(workdir: Path, settings: Mapping[str, object], **options: Any) -> Iterator[Stack]:
+    """A started Stack (Redis, a model server, Apache), stopped on leaving, whatever happened."""
+    if shutil.which("apxs") is None or not (PROJECT / ".venv/bin/mod_wsgi-express").exists():
+        raise RuntimeError("Apache/mod_wsgi is not installed; run ./test.sh, which installs it")
+    stack = Stack(workdir, settings, **options)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()

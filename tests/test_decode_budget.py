@@ -10,7 +10,6 @@ progressive EXIF-rotated JPEG (libjpeg holds all its coefficients whatever the d
 from __future__ import annotations
 
 import io
-import shutil
 import struct
 import threading
 import time
@@ -22,7 +21,7 @@ import pytest
 import requests
 from PIL import Image
 
-from harness import PROJECT, Stack
+from harness import Stack, running_stack
 from decode_bombs import KINDS, measure_decode
 from decode_budget import DecodeBudget, DecodeBusy, DecodeTooLarge
 from hostile_inputs import encode, noise
@@ -214,19 +213,13 @@ BURST = 64
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_model_files):
-    if shutil.which("apxs") is None or not (PROJECT / ".venv/bin/mod_wsgi-express").exists():
-        pytest.fail("Apache/mod_wsgi is not installed; run ./test.sh, which installs it")
     settings = {
         **tiny_model_files, "KEY_PREFIX": "budget", "MAX_IMAGE_PIXELS": PIXELS, "MAX_UPLOAD_BYTES": 2_000_000,
         "DECODE_MEMORY_BUDGET": BUDGET, "DECODE_WAIT_MS": 3000, "WSGI_PROCESSES": PROCESSES, "WSGI_THREADS": 32,
         "MAX_QUEUE_LENGTH": 1000, "BATCH_SIZE": 16, "QUEUE_BLOCK_MS": 200, "REQUEST_TIMEOUT": 30,
     }
-    s = Stack(tmp_path_factory.mktemp("budget"), settings)
-    try:
-        s.start()
+    with running_stack(tmp_path_factory.mktemp("budget"), settings) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def daemon_pids(stack: Stack) -> list[int]:

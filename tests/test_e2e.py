@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ import redis
 import requests
 from PIL import Image
 
-from harness import PROJECT, Stack, wait_until
+from harness import Stack, running_stack, wait_until
 from hostile_inputs import AWKWARD_IMAGES, HOSTILE_UPLOADS
 from imaging import decode_image
 
@@ -31,18 +30,12 @@ LIMITS = {"MAX_QUEUE_LENGTH": 20, "MAX_UPLOAD_BYTES": 2_000_000, "MAX_IMAGE_PIXE
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_model_files):
-    if shutil.which("apxs") is None or not (PROJECT / ".venv/bin/mod_wsgi-express").exists():
-        pytest.fail("Apache/mod_wsgi is not installed; run ./test.sh, which installs it")
     settings = {
         **tiny_model_files, **LIMITS, "KEY_PREFIX": PREFIX, "BATCH_SIZE": 4, "BATCH_WAIT_MS": 20,
         "QUEUE_BLOCK_MS": 200, "WSGI_PROCESSES": 2, "WSGI_THREADS": 8, "WSGI_QUEUE_TIMEOUT": 10,
     }
-    s = Stack(tmp_path_factory.mktemp("e2e"), settings)
-    try:
-        s.start()
+    with running_stack(tmp_path_factory.mktemp("e2e"), settings) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def png_bytes(seed: int, size=(48, 40)) -> bytes:

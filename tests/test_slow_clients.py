@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import io
 import re
-import shutil
 import socket
 import threading
 import time
@@ -21,7 +20,7 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from harness import PROJECT, Stack
+from harness import running_stack
 from hostile_inputs import encode, noise
 from metrics import METHODS
 
@@ -105,18 +104,12 @@ def test_the_method_label_is_one_of_a_fixed_set(client: FlaskClient):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_model_files):
-    if shutil.which("apxs") is None or not (PROJECT / ".venv/bin/mod_wsgi-express").exists():
-        pytest.fail("Apache/mod_wsgi is not installed; run ./test.sh, which installs it")
     settings = {
         **tiny_model_files, "KEY_PREFIX": "slow", "WSGI_PROCESSES": PROCESSES, "WSGI_THREADS": THREADS,
         "REQUEST_HEADER_TIMEOUT": HEADER_TIMEOUT, "REQUEST_BODY_TIMEOUT": BODY_TIMEOUT, "QUEUE_BLOCK_MS": 200,
     }
-    s = Stack(tmp_path_factory.mktemp("slow"), settings)
-    try:
-        s.start()
+    with running_stack(tmp_path_factory.mktemp("slow"), settings) as s:
         yield s
-    finally:
-        s.stop()
 
 
 class Tricklers:

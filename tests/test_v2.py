@@ -5,7 +5,6 @@ Every probability is compared with the tiny model's own output on the same pixel
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -17,10 +16,10 @@ import pytest
 import redis
 import requests
 import tritonclient.http as httpclient
-from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from harness import Stack, wait_until
+from harness import Stack, running_stack, wait_until
+from test_e2e import png_bytes
 from imaging import decode_image
 
 pytestmark = pytest.mark.e2e
@@ -35,12 +34,8 @@ def stack(tmp_path_factory, tiny_model_files):
     settings = {**tiny_model_files, "KEY_PREFIX": PREFIX, "BATCH_SIZE": 4, "BATCH_WAIT_MS": 10, "QUEUE_BLOCK_MS": 200,
                 "REQUEST_TIMEOUT": 4, "MAX_QUEUE_LENGTH": MAX_QUEUE, "MAX_UPLOAD_BYTES": 2_000_000,
                 "WSGI_PROCESSES": 1, "WSGI_THREADS": 8}
-    s = Stack(tmp_path_factory.mktemp("v2"), settings)
-    try:
-        s.start()
+    with running_stack(tmp_path_factory.mktemp("v2"), settings) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture()
@@ -48,13 +43,6 @@ def client(stack):
     c = httpclient.InferenceServerClient(stack.url.removeprefix("http://"), network_timeout=30)
     yield c
     c.close()
-
-
-def png_bytes(seed: int, size=(48, 40)) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def files_input(files: list[bytes], binary: bool = True) -> httpclient.InferInput:
