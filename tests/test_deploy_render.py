@@ -32,6 +32,8 @@ def test_vhost_takes_processes_threads_timeouts_and_body_limit_from_settings(tmp
     assert f"LimitRequestBody {1000 + 1024 * 1024}" in vhost
     assert "KeepAlive On\n    KeepAliveTimeout 4" in vhost
     assert "python-home=/srv/kras/.venv" in vhost and "python-path=/srv/kras" in vhost
+    # API keys arrive in the Authorization header, which mod_wsgi drops unless told to pass it.
+    assert "WSGIPassAuthorization On" in vhost
     assert not re.search(r"@[A-Z_]+@", vhost)
 
 
