@@ -2,7 +2,9 @@
 
 Keys are configured as `name:key` pairs, in API_KEYS (comma-separated) and/or API_KEYS_FILE
 (one pair per line; `#` comments; for secrets managers that mount a file). When any is
-configured, every route except liveness needs a valid key, and a request without one gets 401
+configured, every route except liveness and the public files of the pages (the HTML, CSS and
+JavaScript of / and /docs, Swagger UI's files and the OpenAPI document they render; they hold no
+data, and the page asks for the key itself) needs a valid key, and a request without one gets 401
 with `WWW-Authenticate: Bearer` and a JSON error. The key's name (never the key) goes into the
 access log line and the `kras_http_requests_by_client_total` metric, whose label values are the
 configured names plus "rejected", so their number is bounded.
@@ -17,7 +19,7 @@ import hmac
 import ipaddress
 import logging
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from flask import Flask, Response, current_app, g, jsonify, request
 
@@ -126,6 +128,26 @@ def install(app: Flask) -> None:
     app.after_request(_finish)
 
 
+def allow_without_key(app: Flask, endpoint: str, when: Callable[[], bool] | None = None) -> None:
+    """Let `endpoint` answer without a key (only while `when()` is true, if given).
+
+    Only for files that are the same for everyone and hold no data (a page's HTML, CSS, JS): a
+    browser must load them before the page can ask its user for a key.
+    """
+    app.extensions.setdefault("public_endpoints", {})[endpoint] = when
+
+
+def _is_public() -> bool:
+    if request.path in LIVENESS_PATHS:
+        return True
+    public: dict[str, Callable[[], bool] | None] = current_app.extensions.get("public_endpoints", {})
+    # request.endpoint is None when routing failed (404, 405): those need a key like any route.
+    if request.endpoint not in public or request.method not in ("GET", "HEAD"):
+        return False
+    when = public[request.endpoint]
+    return when is None or when()
+
+
 def is_authenticated() -> bool:
     """Whether this request presented a valid API key (always False when keys are off)."""
     return g.get("api_client") is not None
@@ -134,7 +156,8 @@ def is_authenticated() -> bool:
 def _authenticate() -> tuple[Response, int] | None:
     keys: ApiKeys | None = current_app.extensions.get("api_keys")
     g.api_client = None
-    if keys is None or request.path in LIVENESS_PATHS:
+    g.public_route = _is_public()
+    if keys is None or g.public_route:
         return None
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     name = keys.identify(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
@@ -168,7 +191,9 @@ def _finish(response: Response) -> Response:
         response.headers.setdefault(name, value)
     if response.mimetype != "text/html":
         response.headers.setdefault("Content-Security-Policy", _NON_HTML_CSP)
-    if current_app.extensions.get("api_keys") is not None and request.path not in LIVENESS_PATHS:
+    # An earlier before_request hook may have answered before _authenticate ran: decide again then.
+    public = g.public_route if "public_route" in g else _is_public()
+    if current_app.extensions.get("api_keys") is not None and not public:
         client = g.get("api_client") or REJECTED
         REQUESTS_BY_CLIENT.labels(client).inc()
         # Answers to key holders are theirs alone: no shared cache may keep them.

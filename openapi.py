@@ -17,7 +17,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dict[str, Any]:
     """The document, with the limits this deployment is configured with."""
-    return {
+    spec: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
             "title": "Keras REST API",
@@ -138,13 +138,22 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
                 "Job": {"description": "Accepted: fetch the answer from status_url.",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
             },
-            # When the deployment sets API_KEYS, every route but /health needs this (else 401).
+            # When the deployment sets API_KEYS, every route but PUBLIC_PATHS needs this (else 401).
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
                                            "description": "Only when the deployment configures API keys."}},
         },
-        # Empty alternative: an open deployment needs no key.
+        # Empty alternative: an open deployment needs no key. Swagger UI shows its Authorize
+        # button for the scheme and sends the key typed there on "Try it out" calls.
         "security": [{}, {"apiKey": []}],
     }
+    # Liveness and the pages' public files answer without a key even when keys are configured
+    # (auth.py, web_page.py); GET / only its HTML, so it keeps the global alternatives.
+    for path in PUBLIC_PATHS:
+        spec["paths"][path]["get"]["security"] = []
+    return spec
+
+
+PUBLIC_PATHS = ("/health", "/v2/health/live", "/docs", "/openapi.json")
 
 
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}

@@ -5,11 +5,19 @@ pages work offline.
 
 GET / answers the service's JSON description (also at GET /api) to clients that do not ask for
 HTML, so `curl http://HOST/` still gets JSON.
+
+When API keys are configured, the pages' files (and /openapi.json, which Swagger UI renders) are
+served without a key: they are the same for everyone and hold no data. The page then asks its
+user for a key when a call answers 401, and Swagger UI's Authorize button takes one; every route
+with data still needs it. The JSON description at / needs a key like /api.
 """
 from __future__ import annotations
 
 import os
+
 from flask import Blueprint, Flask, Response, current_app, request, send_from_directory
+
+import auth
 
 _WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 
@@ -31,9 +39,13 @@ def _swagger_ui_dir() -> str:
 
 
 def home() -> Response:
+    # The answer (and whether it needs a key) depends on Accept: caches must keep them apart.
     if not _wants_html():
-        return current_app.view_functions["index"]()
-    return send_from_directory(_WEB, "index.html", max_age=0)
+        response = current_app.make_response(current_app.view_functions["index"]())
+    else:
+        response = send_from_directory(_WEB, "index.html", max_age=0)
+    response.vary.add("Accept")
+    return response
 
 
 def _wants_html() -> bool:
@@ -63,4 +75,8 @@ def register(app: Flask) -> None:
     page.add_url_rule("/docs/assets/<path:filename>", view_func=docs_asset, methods=["GET"])
     page.after_request(_secure)
     app.register_blueprint(page)
+    # Public: a browser must load these before the page can ask for a key (see the docstring).
+    auth.allow_without_key(app, "page.home", when=_wants_html)
+    for endpoint in ("page.docs", "page.docs_asset", "page.static", "openapi_document"):
+        auth.allow_without_key(app, endpoint)
 

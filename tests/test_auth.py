@@ -15,10 +15,15 @@ from protocol import Keys, Result
 OPS_KEY = "ops-" + "a1" * 16
 APP_KEY = "app-" + "b2" * 16
 KEYS = f"ops:{OPS_KEY}, app:{APP_KEY}"
-PROTECTED = [("GET", "/"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/openapi.json"),
-             ("GET", f"/result/{'0' * 32}"), ("POST", "/predict"), ("GET", "/no-such-route"), ("GET", "/docs"),
-             ("GET", "/v2"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/tiny"),
-             ("POST", "/v2/models/tiny/infer"), ("GET", "/models")]
+# Every route with data. GET / without Accept: text/html is the JSON description, like /api.
+PROTECTED = [("GET", "/"), ("GET", "/api"), ("GET", "/ready"), ("GET", "/metrics"),
+             ("GET", f"/result/{'0' * 32}"), ("POST", "/predict"), ("GET", "/no-such-route"), ("POST", "/"),
+             ("GET", "/v2"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/tiny"), ("POST", "/v2/repository/index"),
+             ("POST", "/v2/models/tiny/infer"), ("GET", "/models"), ("GET", "/models/tiny"),
+             ("POST", "/models/tiny/predict"), ("POST", "/docs")]
+# The pages' files: the same for everyone, no data; a browser needs them before it can ask for a key.
+PUBLIC_FILES = ["/", "/docs", "/ui/app.js", "/ui/app.css", "/ui/index.html", "/ui/docs.js", "/ui/favicon.svg",
+                "/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css", "/openapi.json"]
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -37,6 +42,50 @@ def test_every_route_but_liveness_needs_a_key(keyed, heartbeat_only, method, pat
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     body = response.get_json()
     assert body["success"] is False and "Authorization: Bearer" in body["error"]
+
+
+@pytest.mark.parametrize("method,path", PROTECTED)
+def test_a_browser_asking_for_html_still_needs_a_key_for_data(keyed, heartbeat_only, method, path):
+    response = keyed.open(path, method=method, headers={"Accept": "text/html,*/*;q=0.8"})
+    if path == "/" and method == "GET":
+        assert response.status_code == 200 and response.mimetype == "text/html"  # the page itself
+        return
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("path", PUBLIC_FILES)
+def test_the_pages_files_need_no_key_and_keep_their_security_headers(keyed, path, caplog):
+    caplog.set_level(logging.INFO, logger="web.access")
+    response = keyed.get(path, headers={"Accept": "text/html"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "WWW-Authenticate" not in response.headers
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    # Not counted or logged as a rejected client: nobody was asked for a key.
+    assert not [r for r in caplog.records if r.name == "web.access" and "client=rejected" in r.getMessage()]
+    response.close()
+
+
+def test_the_page_has_an_api_key_field_and_sends_the_key_as_a_bearer_header(keyed):
+    page = keyed.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert 'id="api-key"' in page and 'type="password"' in page
+    script = keyed.get("/ui/app.js").get_data(as_text=True)
+    assert "sessionStorage.setItem" in script and "Bearer ${key}" in script
+    assert "localStorage.setItem" not in script  # never kept beyond the tab (the browser test checks it too)
+
+
+def test_swagger_ui_can_authorize_with_the_bearer_scheme(keyed):
+    spec = keyed.get("/openapi.json").get_json()
+    assert spec["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http", "scheme": "bearer", "description": "Only when the deployment configures API keys."}
+    assert {"apiKey": []} in spec["security"]
+    for path in ("/health", "/v2/health/live", "/docs", "/openapi.json"):
+        assert spec["paths"][path]["get"]["security"] == [], path
+    assert "security" not in spec["paths"]["/predict"]["post"]  # the global requirement applies
+    assert "persistAuthorization: false" in keyed.get("/ui/docs.js").get_data(as_text=True)
 
 
 @pytest.mark.parametrize("header", [f"Bearer {OPS_KEY[:-1]}", f"Bearer {OPS_KEY}x", f"Basic {OPS_KEY}",

@@ -1,27 +1,67 @@
 // The classifier page: lists the served models (model repository index), sends the chosen photo
 // to the Open Inference Protocol's infer route as one encoded image in binary form, and shows
 // the classification extension's top labels. Nothing here loads from another site.
+//
+// When the service requires API keys (a call answers 401 with WWW-Authenticate: Bearer), the page
+// asks for one and sends it as `Authorization: Bearer` on its calls. The key is kept in
+// sessionStorage (this tab, until it is closed): never in the URL, localStorage or a cookie.
 "use strict";
 
 const TOP = 5;
+const KEY_ITEM = "api-key";
 const $ = (id) => document.getElementById(id);
 let models = [];
+let keyInMemory = "";  // where the key lives when the browser refuses sessionStorage
 
-async function answerOf(response) {
+class KeyRequired extends Error {}
+
+function apiKey() {
+  try { return sessionStorage.getItem(KEY_ITEM) || ""; } catch (_) { return keyInMemory; }
+}
+
+function keepApiKey(key) {
+  keyInMemory = key;
+  try { sessionStorage.setItem(KEY_ITEM, key); } catch (_) { /* kept in memory only */ }
+}
+
+function askForKey() {
+  $("key-form").hidden = false;
+  if (document.activeElement !== $("api-key")) $("api-key").focus();
+}
+
+// fetch with the key (if any); the JSON answer, or an Error with the service's own error text.
+async function call(url, init = {}) {
+  const headers = new Headers(init.headers || {});
+  const key = apiKey();
+  if (key) headers.set("Authorization", `Bearer ${key}`);
+  const response = await fetch(url, { ...init, headers, credentials: "omit", cache: "no-store" });
+  const challenged = response.status === 401 && /^bearer\b/i.test(response.headers.get("WWW-Authenticate") || "");
+  if (challenged) askForKey();
   let body = null;
   try { body = await response.json(); } catch (_) { /* not JSON: say so below */ }
   if (!response.ok) {
-    throw new Error(body && body.error ? body.error : `The service answered ${response.status} ${response.statusText}.`);
+    const message = body && body.error ? body.error : `The service answered ${response.status} ${response.statusText}.`;
+    throw challenged && !key ? new KeyRequired(message) : new Error(message);
   }
   return body;
 }
 
 async function loadModels() {
+  hideError();
   try {
-    models = await answerOf(await fetch("/v2/repository/index", { method: "POST", body: JSON.stringify({ ready: true }) }));
+    models = await call("/v2/repository/index", { method: "POST", body: JSON.stringify({ ready: true }) });
+    $("key-form").hidden = true;  // a key, if one was needed, works
   } catch (error) {
     models = [];
+    if (error instanceof KeyRequired) {
+      $("chooser").hidden = true;
+      $("status").textContent = "This service needs an API key: type it above.";
+      return;
+    }
     showError(`Could not list the models: ${error.message}`);
+    $("chooser").hidden = true;
+    $("status").textContent = "Could not list the models.";
+    return;
   }
   const select = $("model");
   select.replaceChildren(...models.map((model, i) => {
@@ -60,12 +100,12 @@ async function classify(file) {
   if (!model) { showError("No model is being served right now."); return; }
   $("status").textContent = `Classifying ${file.name} with ${model.name}…`;
   try {
-    const metadata = await answerOf(await fetch(modelPath(model)));
+    const metadata = await call(modelPath(model));
     const classes = Math.min(TOP, metadata.outputs[0].shape[1]);
     const { body, headerLength } = inferBody(await file.arrayBuffer(), classes);
-    const answer = await answerOf(await fetch(`${modelPath(model)}/infer`, {
+    const answer = await call(`${modelPath(model)}/infer`, {
       method: "POST", body, headers: { "Inference-Header-Content-Length": String(headerLength) },
-    }));
+    });
     showPredictions(answer.outputs[0].data, `${answer.model_name} v${answer.model_version}`);
     $("status").textContent = `${file.name}: done.`;
   } catch (error) {
@@ -133,6 +173,14 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     drop.classList.remove("over");
     take(event.dataTransfer.files[0]);
+  });
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();  // the key never goes into a URL or a form submission
+    const key = $("api-key").value.trim();
+    if (!key) { showError("Type the API key you were given, then press Enter."); return; }
+    keepApiKey(key);
+    $("api-key").value = "";
+    loadModels();
   });
   loadModels();
 });
