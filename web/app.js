@@ -41,7 +41,7 @@ async function call(url, init = {}) {
   try { body = await response.json(); } catch (_) { /* not JSON: say so below */ }
   if (!response.ok) {
     const message = body && body.error ? body.error : `The service answered ${response.status} ${response.statusText}.`;
-    throw challenged && !key ? new KeyRequired(message) : new Error(message);
+    throw challenged ? new KeyRequired(message) : new Error(message);
   }
   return body;
 }
@@ -53,14 +53,14 @@ async function loadModels() {
     $("key-form").hidden = true;  // a key, if one was needed, works
   } catch (error) {
     models = [];
-    if (error instanceof KeyRequired) {
-      $("chooser").hidden = true;
+    $("chooser").hidden = true;
+    if (error instanceof KeyRequired && !apiKey()) {
       $("status").textContent = "This service needs an API key: type it above.";
       return;
     }
-    showError(`Could not list the models: ${error.message}`);
-    $("chooser").hidden = true;
-    $("status").textContent = "Could not list the models.";
+    showError(`Could not list the models: ${error.message}`);  // e.g. the service's "not valid" for a wrong key
+    $("status").textContent = error instanceof KeyRequired
+      ? "The service did not accept that API key: type a valid one above." : "Could not list the models.";
     return;
   }
   const select = $("model");
