@@ -8,7 +8,8 @@ and now and then asks ``/ready``. A 200 whose JSON body is not ``{"success": tru
     .venv/bin/locust -f locustfile.py --headless -u 8 -r 4 -t 30s --host http://127.0.0.1:8000 --only-summary
 
 Settings from the environment: ``LOCUST_IMAGE`` (default ``dog.jpg``) is the file to post;
-``LOCUST_TOP_K`` (optional) is sent as the ``top_k`` form field.
+``LOCUST_TOP_K`` (optional) is sent as the ``top_k`` form field; ``API_KEY`` (optional, for a
+service with API keys) is sent as ``Authorization: Bearer`` on every request.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from locust import HttpUser, constant, task
 
 IMAGE_PATH = os.environ.get("LOCUST_IMAGE", "dog.jpg")
 TOP_K = os.environ.get("LOCUST_TOP_K", "")
+# From the environment, not a command-line option: the key stays out of process lists.
+API_KEY = os.environ.get("API_KEY", "").strip()
 
 
 def _load_image(path: str) -> tuple[str, bytes, str]:
@@ -53,6 +56,10 @@ def _error_of(response) -> str:
 class PredictUser(HttpUser):
     # Back to back, like stress_test.py's closed loop: each user has one request in flight.
     wait_time = constant(0)
+
+    def on_start(self) -> None:
+        if API_KEY:
+            self.client.headers["Authorization"] = f"Bearer {API_KEY}"
 
     @task(20)
     def predict(self) -> None:

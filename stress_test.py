@@ -31,6 +31,9 @@ Usage examples::
     # closed loop: 8 workers back-to-back for 30 s
     python stress_test.py --image dog.jpg --concurrency 8 --duration 30
 
+    # a service with API keys (API_KEYS): the key goes as `Authorization: Bearer`
+    API_KEY=... python stress_test.py --image dog.jpg      # or --api-key KEY
+
 From another script (nothing is printed; the summary dict is returned)::
 
     from stress_test import run_flood, run_closed_loop
@@ -206,6 +209,14 @@ def _error_detail(response: requests.Response) -> str:
     return detail
 
 
+def _session(api_key: str | None) -> requests.Session:
+    """A session that sends `api_key` (if any) as `Authorization: Bearer` on every request."""
+    session = requests.Session()
+    if api_key:
+        session.headers["Authorization"] = f"Bearer {api_key}"
+    return session
+
+
 def _send_one(session: requests.Session, url: str, image: bytes, filename: str,
               content_type: str, timeout: float, result: LoadResult) -> None:
     """POST the image once and record the outcome; never raises."""
@@ -329,12 +340,14 @@ def _wait_for_answers(threads: list[threading.Thread], stop: threading.Event, re
 def run_flood(url: str, image_path: str | os.PathLike[str], requests_total: int = 500,
               interval: float = 0.05, timeout: float = 60.0,
               progress: IO[str] | None = None,
-              stop_event: threading.Event | None = None) -> dict[str, Any]:
+              stop_event: threading.Event | None = None,
+              api_key: str | None = None) -> dict[str, Any]:
     """Open-loop flood: start one request every ``interval`` s, ``requests_total`` in all.
 
     Returns the summary dict (see ``summarise``).  ``progress`` is a stream for
     the live progress line (None: silent).  Setting ``stop_event`` (or Ctrl-C)
-    stops sending; requests already in flight are still waited for.
+    stops sending; requests already in flight are still waited for.  ``api_key``
+    is sent as ``Authorization: Bearer`` (for a service with API keys).
     """
     image, filename, content_type = _load_image(image_path)
     result = LoadResult()
@@ -344,7 +357,7 @@ def run_flood(url: str, image_path: str | os.PathLike[str], requests_total: int 
     def one_request() -> None:
         # A session per thread: each flood thread sends once, so this is about
         # releasing the socket deterministically rather than reuse.
-        with requests.Session() as session:
+        with _session(api_key) as session:
             _send_one(session, url, image, filename, content_type, timeout, result)
 
     started = time.perf_counter()
@@ -378,11 +391,13 @@ def run_flood(url: str, image_path: str | os.PathLike[str], requests_total: int 
 def run_closed_loop(url: str, image_path: str | os.PathLike[str], concurrency: int = 4,
                     duration: float = 30.0, timeout: float = 60.0,
                     progress: IO[str] | None = None,
-                    stop_event: threading.Event | None = None) -> dict[str, Any]:
+                    stop_event: threading.Event | None = None,
+                    api_key: str | None = None) -> dict[str, Any]:
     """Closed loop: ``concurrency`` workers send back-to-back for ``duration`` s.
 
     No new request starts after ``duration``; ones in flight are waited for
-    (bounded by ``timeout``).  Returns the summary dict.
+    (bounded by ``timeout``).  ``api_key`` as in ``run_flood``.  Returns the
+    summary dict.
     """
     image, filename, content_type = _load_image(image_path)
     result = LoadResult()
@@ -393,7 +408,7 @@ def run_closed_loop(url: str, image_path: str | os.PathLike[str], concurrency: i
     def worker() -> None:
         # One session per worker so its keep-alive connection is reused across
         # requests, as a real client would.
-        with requests.Session() as session:
+        with _session(api_key) as session:
             while not stop.is_set() and time.perf_counter() < end_at:
                 _send_one(session, url, image, filename, content_type, timeout, result)
 
@@ -552,6 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds to keep sending (default 30 with --concurrency)")
     p.add_argument("--timeout", type=_positive(float), default=60.0,
                    help="per-request client timeout in seconds (default 60)")
+    p.add_argument("--api-key", metavar="KEY", default=None,
+                   help="API key for a service with API keys, sent as 'Authorization: Bearer KEY' "
+                        "(default: the API_KEY environment variable, which keeps the key out of "
+                        "process lists and shell history)")
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON ('-' for stdout)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     return p
@@ -578,16 +597,19 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(pass --image PATH to an image to send, e.g. --image dog.jpg)", file=sys.stderr)
         return 2
 
+    api_key = (args.api_key if args.api_key is not None else os.environ.get("API_KEY", "")).strip()
+    if args.api_key is not None and not api_key:
+        parser.error("--api-key is empty; give the key, or leave the option out (API_KEY is read then)")
     progress = None if args.quiet else sys.stderr
     if closed_loop:
         summary = run_closed_loop(url, args.image, concurrency=args.concurrency,
                                   duration=args.duration if args.duration is not None else 30.0,
-                                  timeout=args.timeout, progress=progress)
+                                  timeout=args.timeout, progress=progress, api_key=api_key or None)
     else:
         summary = run_flood(url, args.image,
                             requests_total=args.requests if args.requests is not None else 500,
                             interval=args.interval if args.interval is not None else 0.05,
-                            timeout=args.timeout, progress=progress)
+                            timeout=args.timeout, progress=progress, api_key=api_key or None)
 
     print(format_summary(summary))
     if args.json:

@@ -230,6 +230,67 @@ def test_main_missing_image_exit_2(tmp_path, capsys):
     assert "image file not found" in err and "nope.jpg" in err
 
 
+# --- API keys -------------------------------------------------------------------
+
+KEY = "load-" + "3d" * 20
+
+
+@pytest.fixture()
+def keyed_service(make_client, model_server):
+    """The real web app, with API keys, over real HTTP (werkzeug's server in a thread), a real
+    model server and Redis: what stress_test.py sends must pass the real auth.py."""
+    from werkzeug.serving import make_server
+
+    app = make_client(API_KEYS=f"load:{KEY}").application
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{http.server_port}/predict"
+    http.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture()
+def png(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    path = tmp_path / "dog.png"
+    Image.new("RGB", (40, 30), (200, 120, 40)).save(path)
+    return path
+
+
+def test_an_api_key_goes_as_a_bearer_header_to_a_service_with_keys(keyed_service, png, monkeypatch, capsys):
+    monkeypatch.delenv("API_KEY", raising=False)
+    summary = stress_test.run_flood(keyed_service, png, requests_total=4, interval=0, timeout=20, api_key=KEY)
+    assert summary["ok"] == 4 and summary["failed"] == 0, summary
+    summary = stress_test.run_closed_loop(keyed_service, png, concurrency=2, duration=0.5, timeout=20, api_key=KEY)
+    assert summary["ok"] >= 2 and summary["failed"] == 0, summary
+
+    # The CLI: --api-key, or the API_KEY environment variable (kept out of process lists).
+    assert stress_test.main([keyed_service, "--image", str(png), "--requests", "3", "--interval", "0",
+                             "--quiet", "--api-key", KEY]) == 0
+    monkeypatch.setenv("API_KEY", KEY)
+    assert stress_test.main([keyed_service, "--image", str(png), "--requests", "3", "--interval", "0", "--quiet"]) == 0
+    assert KEY not in capsys.readouterr().out  # the summary never shows the key
+
+
+@pytest.mark.parametrize("key", [None, KEY[:-1]])
+def test_without_the_right_key_every_request_is_a_401_with_the_services_reason(keyed_service, png, monkeypatch,
+                                                                               capsys, key):
+    monkeypatch.delenv("API_KEY", raising=False)
+    argv = [keyed_service, "--image", str(png), "--requests", "3", "--interval", "0", "--quiet"]
+    assert stress_test.main(argv + (["--api-key", key] if key else [])) == 1
+    out = capsys.readouterr().out
+    assert "401: 3" in out
+    assert ("is not valid" if key else "An API key is required") in out
+
+
+def test_an_empty_api_key_option_is_a_usage_error(image):
+    with pytest.raises(SystemExit) as exc:
+        stress_test.main(["--image", str(image), "--api-key", " "])
+    assert exc.value.code == 2
+
+
 def test_main_rejects_mixed_modes(image):
     with pytest.raises(SystemExit) as exc:
         stress_test.main(["--image", str(image), "--concurrency", "2", "--requests", "5"])
