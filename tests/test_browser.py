@@ -20,7 +20,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from harness import PROJECT, Stack
+from harness import PROJECT, Stack, running_stack
 from imaging import decode_image
 from models import load_model
 
@@ -43,12 +43,8 @@ SETTINGS = {"REQUEST_TIMEOUT": 5, "WSGI_PROCESSES": 1, "WSGI_THREADS": 8}
 
 
 def running(workdir: Path, settings: dict[str, object]) -> Iterator[Stack]:
-    s = Stack(workdir, {**SETTINGS, **settings})
-    try:
-        s.start()
-        yield s
-    finally:
-        s.stop()
+    with running_stack(workdir, {**SETTINGS, **settings}) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
