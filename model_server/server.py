@@ -18,6 +18,7 @@ from model_server.claims import Batch, Claimer
 from model_server.heartbeat import HeartbeatPublisher
 from model_server.models import FixedSource, ModelSet, ModelSource, ServedVersion
 from model_server.replies import Replier
+from models.backends import warm_up_sizes
 from protocol import Heartbeat
 
 log = logging.getLogger("model_server")
@@ -77,7 +78,7 @@ class ModelServer:
         for version in self.models.active():
             height, width = version.contract.input_size
             limit = self.claimer.limit(version)
-            for size in sorted({1, 2, limit}):
+            for size in warm_up_sizes(limit):  # per backend: JAX compiles each padded size
                 started = time.perf_counter()
                 version.model.predict(np.zeros((size, height, width, 3), dtype=np.uint8))
                 log.info("warm-up %s v%s: batch of %d in %.0f ms", *version.key, size,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from models import backends
 from models.preprocessing import PREPROCESSORS
 
 if TYPE_CHECKING:
@@ -64,8 +65,8 @@ class LoadedModel:
             )
         if self.model is None:
             raise RuntimeError(f"{self.name} version {self.version} was unloaded; load it again to use it.")
-        outputs = self.model.predict_on_batch(self.preprocess(pixels))
-        return np.asarray(outputs, dtype=np.float32)
+        # Through models.backends: JAX runs padded batches (one compile per power of two).
+        return backends.predict_on_batch(self.model, self.preprocess(pixels))
 
     def metadata(self) -> dict[str, Any]:
         """What the web tier needs to know about this model, published through Redis."""

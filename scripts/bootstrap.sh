@@ -40,6 +40,12 @@ fi
 # service runs from this checkout (see pyproject.toml). A stamp of pyproject.toml and the
 # extras makes re-runs instant; any change to either reinstalls.
 extras="${EXTRAS-test,bench}"
+# The Keras backend's own extra: `KERAS_BACKEND=jax ./run.sh` installs jax on a fresh machine.
+case "${KERAS_BACKEND:-tensorflow}" in
+  jax|torch) [[ ",$extras," == *",$KERAS_BACKEND,"* ]] || extras="${extras:+$extras,}$KERAS_BACKEND" ;;
+  tensorflow) ;;
+  *) log "KERAS_BACKEND=$KERAS_BACKEND is not a Keras backend; set it to tensorflow, jax or torch"; exit 1 ;;
+esac
 stamp="$venv/.pyproject-deps.sha256"
 wanted="$( (cat "$project/pyproject.toml"; echo "extras=$extras") | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then

@@ -74,9 +74,17 @@ def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_files: dict[str, str]):
     """The tiny model loaded through the same interface the model server uses."""
-    from models import load_model
+    import numpy as np
 
-    return load_model(tiny_model_files)
+    from models import load_model
+    from models.backends import warm_up_sizes
+
+    model = load_model(tiny_model_files)
+    # Traced/compiled for every batch size the tests form (at most 8), as the model server's
+    # warm-up does: under JAX a first compile takes longer than the tests' 100 ms CLAIM_IDLE_MS.
+    for size in warm_up_sizes(8):
+        model.predict(np.zeros((size, *model.input_size, 3), np.uint8))
+    return model
 
 
 @pytest.fixture(scope="session")
