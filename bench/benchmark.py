@@ -193,7 +193,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     workdir = Path(tempfile.mkdtemp(prefix="kras-bench-"))
     image = sample_image(workdir)
-    stack = Stack(workdir, env)
+    if args.web == "gevent":
+        from bench.gevent_stack import GeventStack
+
+        stack = GeventStack(workdir, env)
+    else:
+        stack = Stack(workdir, env)
     ceiling = Ceiling(env, args.seconds, workdir / "bare-model.log")
     height, width = ceiling.info["input_size"]
     job = Job(id=new_request_id(), pixels=np.zeros((height, width, 3), np.uint8), top_k=5, deadline=time.time(),
@@ -316,6 +321,9 @@ def main() -> int:
                         help="MODEL_PRECISION for the bare model and the model server (float32, bfloat16)")
     parser.add_argument("--batch-size", type=int, default=int(os.environ.get("BATCH_SIZE", 8)))
     parser.add_argument("--batch-wait-ms", type=int, default=int(os.environ.get("BATCH_WAIT_MS", 0)))
+    parser.add_argument("--web", choices=("apache", "gevent"), default="apache",
+                        help="web tier: Apache + mod_wsgi (as run.sh), or gevent's development server where "
+                             "Apache cannot be installed (bench/gpu.py)")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])

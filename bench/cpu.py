@@ -21,6 +21,8 @@ def classify(pid: int, name: str, cmdline: str) -> str:
         return "load generator"
     if "run_model_server.py" in cmdline:
         return "model server"
+    if "run_web_server.py" in cmdline:
+        return "web daemons"  # the gevent development server (bench/gevent_stack.py)
     if cmdline.startswith("(wsgi:"):
         return "web daemons"  # mod_wsgi renames its daemon processes "(wsgi:GROUP)"
     if name in ("apache2", "httpd"):
