@@ -6,10 +6,7 @@ taken with it say what the model server and Redis sustain on that machine, not t
 """
 from __future__ import annotations
 
-try:  # the harness is moving from bench/stack.py to tests/harness.py
-    from tests.harness import VENV_PYTHON, Stack, wait_until
-except ImportError:
-    from bench.stack import VENV_PYTHON, Stack, wait_until
+from harness import VENV_PYTHON, Stack, wait_until  # tests/harness.py, on sys.path as bench/benchmark.py sets it
 
 
 class GeventStack(Stack):
