@@ -1,0 +1,94 @@
+"""The overhead benchmark's own logic (bench/peers.py), the per-backend batching (models/backends.py)
+and the GPU script's fail-fast (bench/gpu.py). The peers themselves run in bench/peers.py only."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from bench import peers
+from models import backends
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def response(status: int, body: object) -> requests.Response:
+    answer = requests.Response()
+    answer.status_code = status
+    answer._content = json.dumps(body).encode()
+    return answer
+
+
+TOP5 = {"success": True, "predictions": [{"label": str(i), "probability": 0.2} for i in range(5)]}
+
+
+def test_an_answer_counts_only_as_a_200_with_five_predictions_in_either_shape():
+    assert peers.answered_ok(response(200, TOP5))
+    assert peers.answered_ok(response(200, [TOP5]))  # BentoML's batchable API: a batch of one
+    assert not peers.answered_ok(response(503, TOP5))
+    assert not peers.answered_ok(response(200, [TOP5, TOP5]))
+    assert not peers.answered_ok(response(200, {**TOP5, "predictions": TOP5["predictions"][:4]}))
+    assert not peers.answered_ok(response(200, {"success": False, "error": "queue full"}))
+
+
+def test_cpu_of_a_process_tree_counts_its_descendants_only():
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+                              "time.sleep(30)"])
+    try:
+        time.sleep(1.0)
+        own = peers.tree_cpu({"bench": os.getpid()}, lambda root, name, cmdline: "all")["all"]
+        alone = peers.tree_cpu({"child": child.pid}, lambda root, name, cmdline: "child")["child"]
+        assert 0.25 <= alone <= own
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+def test_each_process_is_put_in_its_tier():
+    assert peers.classify_project("redis", "redis-server", "redis-server 127.0.0.1:1") == "redis"
+    assert peers.classify_project("model_server", "python", "python run_model_server.py") == "model server"
+    assert peers.classify_project("apache", "apache2", "(wsgi:localhost:8000:0)") == "wsgi daemons"
+    assert peers.classify_project("apache", "apache2", "/usr/sbin/apache2 -f httpd.conf") == "apache workers"
+    assert peers.classify_ray("ray", "ray::ServeReplica:tiny:TinyDeployment", "") == "serve replicas"
+    assert peers.classify_ray("ray", "ray::ProxyActor", "") == "serve proxy"
+    assert peers.classify_ray("ray", "raylet", "/x/raylet --node") == "ray core"
+
+
+@pytest.mark.parametrize("backend, sizes", [("jax", [1, 2, 4, 8, 16, 32]), ("tensorflow", [1, 2, 32]),
+                                            ("torch", [1, 2, 32])])
+def test_warm_up_covers_every_shape_the_backend_will_run(monkeypatch, backend, sizes):
+    monkeypatch.setattr(backends, "backend", lambda: backend)
+    assert backends.warm_up_sizes(32) == sizes
+    if backend == "jax":  # every batch runs at a size the warm-up compiled
+        assert {backends.padded_size(n) for n in range(1, 33)} == set(sizes)
+    else:  # run as they come
+        assert [backends.padded_size(n) for n in range(1, 33)] == list(range(1, 33))
+
+
+def test_a_padded_batch_answers_exactly_the_unpadded_images(monkeypatch, tiny_model):
+    pixels = np.random.default_rng(5).integers(0, 256, (3, *tiny_model.input_size, 3), dtype=np.uint8)
+    plain = tiny_model.predict(pixels)
+    monkeypatch.setattr(backends, "backend", lambda: "jax")  # pad 3 -> 4, as on JAX
+    assert backends.padded_size(3) == 4
+    padded = tiny_model.predict(pixels)
+    assert padded.shape == plain.shape
+    np.testing.assert_allclose(padded, plain, atol=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has nvidia-smi: it is a GPU run")
+def test_the_gpu_run_fails_fast_and_says_why_where_there_is_no_gpu():
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(PROJECT / "bench" / "gpu.py")], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2
+    assert "no NVIDIA GPU" in done.stderr and "bench/benchmark.py" in done.stderr
+    assert time.monotonic() - started < 30  # before any install
