@@ -390,7 +390,25 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {row['system']} | {row['clients']} | {row['requests_per_s']:.1f} | {row['p50_ms']:.1f} | "
                      f"{row['p99_ms']:.1f} | {row['errors']} | {row['cpu_ms_per_request']:.1f} | {tiers} | "
                      f"{row['client_cpu_ms_per_request']:.1f} |")
+    lines += ["", *comparisons(results["rows"])]
     return "\n".join(lines) + "\n"
+
+
+def comparisons(rows: list[dict[str, Any]]) -> list[str]:
+    """Per client count: this project's requests/s and p99 against the best peer's (issue 14's target:
+    at least twice the requests/s of the best peer at 32 clients, with a lower p99)."""
+    out = []
+    for clients in sorted({row["clients"] for row in rows}):
+        ours = [r for r in rows if r["clients"] == clients and r["system"] == Project.name]
+        theirs = [r for r in rows if r["clients"] == clients and r["system"] != Project.name]
+        if not ours or not theirs:
+            continue
+        best = max(theirs, key=lambda r: r["requests_per_s"])
+        ratio = ours[0]["requests_per_s"] / best["requests_per_s"] if best["requests_per_s"] else float("inf")
+        out.append(f"- {clients} clients: this project {ours[0]['requests_per_s']:.1f} req/s = {ratio:.2f}x the best "
+                   f"peer ({best['system']}, {best['requests_per_s']:.1f}); p99 {ours[0]['p99_ms']:.0f} ms vs "
+                   f"{best['p99_ms']:.0f} ms")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,3 +92,13 @@ def test_the_gpu_run_fails_fast_and_says_why_where_there_is_no_gpu():
     assert done.returncode == 2
     assert "no NVIDIA GPU" in done.stderr and "bench/benchmark.py" in done.stderr
     assert time.monotonic() - started < 30  # before any install
+
+
+def test_the_comparison_is_against_the_best_peer_at_each_client_count():
+    def row(system: str, clients: int, rps: float, p99: float) -> dict:
+        return {"system": system, "clients": clients, "requests_per_s": rps, "p99_ms": p99}
+
+    lines = peers.comparisons([row(peers.Project.name, 32, 300.0, 100.0), row("BentoML", 32, 150.0, 200.0),
+                               row("Ray Serve", 32, 100.0, 400.0), row(peers.Project.name, 1, 50.0, 20.0)])
+    assert lines == ["- 32 clients: this project 300.0 req/s = 2.00x the best peer (BentoML, 150.0); "
+                     "p99 100 ms vs 200 ms"]
