@@ -42,6 +42,12 @@ class Claimer:
         """Block (up to `block_ms`) for the first job of any version, then fill each version's batch."""
         if not versions:
             return []
+        if len(versions) == 1:  # one queue: claim a whole batch in the blocking call itself
+            version = versions[0]
+            batch = version.queue.claim(self.name, self.limit(version), block_ms=self.block_ms)
+            if batch and version.contract.max_wait_ms > 0:
+                batch = self.fill(version, batch)
+            return [(version, batch)] if batch else []
         by_queue = {id(v.queue): v for v in versions}
         seeds = claim_any([v.queue for v in versions], self.name, self.block_ms)
         return [(by_queue[id(c.queue)], self.fill(by_queue[id(c.queue)], [c])) for c in seeds]

@@ -179,3 +179,19 @@ def test_a_bad_new_version_never_takes_traffic_from_the_good_one(make_client, se
     time.sleep(0.5)
     assert post(client).get_json()["version"] == "1"
     assert [key for key in server.models.versions] == [("cats", "1")]
+
+
+def test_one_server_serves_two_models_from_their_own_queues(make_client, serve, tiny_model):
+    from model_server.models import FixedSource
+
+    server = serve([FixedSource(Renamed(tiny_model, "cats", "1")), FixedSource(Renamed(tiny_model, "dogs", "1"))],
+                   "ms-both")
+    client = make_client(DEFAULT_MODEL="cats")
+    with ThreadPoolExecutor(8) as pool:
+        paths = ["/models/cats/predict", "/models/dogs/predict"] * 12
+        bodies = list(pool.map(lambda p: post(client, p[1], seed=p[0]).get_json(), enumerate(paths)))
+    assert [body["model"] for body in bodies] == [path.split("/")[2] for path in paths]
+    assert all(body["success"] for body in bodies)
+    # Each version ran its own batches: 12 images each, never mixed in one model call.
+    for version in server.models.versions.values():
+        assert sum(size * count for size, count in version.runner.batch_sizes.items()) == 12
