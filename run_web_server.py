@@ -22,6 +22,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import auth
+import fast_multipart
 import inference_v2
 import metrics
 import settings
@@ -56,6 +57,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_BYTES"]
     app.json.sort_keys = False
+    fast_multipart.install()  # no per-request regex compiles in multipart parsing (~0.4 ms of CPU)
 
     queue = queue_from_settings(app.config, read_timeout=app.config["REQUEST_TIMEOUT"] + _READ_TIMEOUT_MARGIN)
     app.extensions["jobqueue"] = queue
