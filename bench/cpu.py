@@ -32,9 +32,9 @@ def classify(pid: int, name: str, cmdline: str) -> str:
     return "other"
 
 
-def snapshot() -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each part, over every process on the machine."""
-    totals = dict.fromkeys(PARTS, 0.0)
+def processes() -> dict[int, tuple[int, str, str, float]]:
+    """pid -> (parent pid, name, command line, CPU seconds so far) for every process readable now."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -46,8 +46,15 @@ def snapshot() -> dict[str, float]:
         # The name is in parentheses and may itself hold spaces or parentheses.
         name = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
-        seconds = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
-        totals[classify(int(entry.name), name, cmdline)] += seconds
+        table[int(entry.name)] = (int(fields[1]), name, cmdline, (int(fields[11]) + int(fields[12])) / _TICKS)
+    return table
+
+
+def snapshot() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each part, over every process on the machine."""
+    totals = dict.fromkeys(PARTS, 0.0)
+    for pid, (_, name, cmdline, seconds) in processes().items():
+        totals[classify(pid, name, cmdline)] += seconds
     return totals
 
 

@@ -40,7 +40,7 @@ from harness import PROJECT, Stack, free_port, wait_until  # noqa: E402
 
 import requests  # noqa: E402
 
-from bench import tiny_model  # noqa: E402
+from bench import cpu, tiny_model  # noqa: E402
 
 # Pinned: the figures in docs/performance.md are for these versions.
 PEER_PACKAGES = {
@@ -74,29 +74,9 @@ def peer_venv(name: str) -> Path:
 
 # ---- CPU of a process tree, from /proc --------------------------------------------------
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _processes() -> dict[int, tuple[int, str, str, float]]:
-    """pid -> (parent pid, name, command line, CPU seconds) for every process readable now."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:  # ended while we looked
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        table[int(entry.name)] = (int(fields[1]), name, cmdline, (int(fields[11]) + int(fields[12])) / _TICKS)
-    return table
-
-
 def tree_cpu(roots: dict[str, int], classify: Callable[[str, str, str], str]) -> dict[str, float]:
     """CPU seconds so far of every process under each root pid, by tier (`classify(root, name, cmdline)`)."""
-    table = _processes()
+    table = cpu.processes()
     children: dict[int, list[int]] = {}
     for pid, (ppid, *_rest) in table.items():
         children.setdefault(ppid, []).append(pid)
