@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Protocol, Union
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from protocol import INTERPOLATIONS, RESIZE_POLICIES
+
 if TYPE_CHECKING:
     from decode_budget import DecodeBudget
 
@@ -97,14 +99,8 @@ def decode_image(data: bytes, geometry: GeometryLike, max_pixels: int,
 
 # --- geometry: from the decoded photo to the model's input ----------------------------------------
 
-RESAMPLING = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
+# Pillow's filter for each interpolation a model contract may declare (the same names).
+RESAMPLING = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}
 REDUCING_GAP = 3.0
 # Draft decoding keeps at least this many decoded pixels per input pixel (per side), so the
 # resampling filter, not libjpeg's DCT scaling, does the last step of shrinking. Measured on
@@ -147,7 +143,7 @@ class Geometry:
     pad_value: int = 0
 
     def __post_init__(self) -> None:
-        if self.resize not in ("center_crop", "squash", "letterbox"):
+        if self.resize not in RESIZE_POLICIES:
             raise ValueError(f"resize {self.resize!r}: expected center_crop, squash or letterbox")
         if self.interpolation not in RESAMPLING:
             raise ValueError(f"interpolation {self.interpolation!r}: expected one of {', '.join(RESAMPLING)}")
