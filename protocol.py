@@ -409,6 +409,12 @@ class InferenceFigures:
         self.sum += seconds
         self.count += 1
 
+    def add(self, other: "InferenceFigures") -> None:
+        """Fold `other`'s observations into these."""
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets)]
+        self.sum += other.sum
+        self.count += other.count
+
 
 @dataclass(frozen=True)
 class ServedModel:

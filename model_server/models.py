@@ -9,6 +9,7 @@ empty and no batch of it is in flight.
 """
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import threading
@@ -18,7 +19,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from jobqueue import JobQueue
 from model_server.inference import BatchRunner
-from protocol import ModelContract, ServedModel
+from protocol import InferenceFigures, ModelContract, ServedModel
 
 log = logging.getLogger("model_server.models")
 
@@ -98,6 +99,9 @@ class ModelSet:
     drain_grace: float = 10.0
     versions: dict[tuple[str, str], ServedVersion] = field(default_factory=dict)
     _failed: set[tuple[str, str]] = field(default_factory=set)
+    # Figures of versions already unloaded: a server's published counters must never go back.
+    retired_batch_sizes: collections.Counter = field(default_factory=collections.Counter)
+    retired_inference: InferenceFigures = field(default_factory=InferenceFigures)
     _loading: set[tuple[str, str]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _next_refresh: float = 0.0
@@ -130,6 +134,17 @@ class ModelSet:
         with self._lock:
             listed = [ServedModel(v.contract, v.state) for v in self.versions.values()]
         return listed
+
+    def figures(self) -> tuple[dict[int, int], InferenceFigures]:
+        """Batches run by size, and model-call durations, over every version this server has served."""
+        with self._lock:
+            sizes = collections.Counter(self.retired_batch_sizes)
+            inference = InferenceFigures()
+            inference.add(self.retired_inference)
+            for version in self.versions.values():
+                sizes.update(version.runner.batch_sizes)
+                inference.add(version.runner.inference)
+        return dict(sizes), inference
 
     def started_batch(self, version: ServedVersion) -> None:
         with self._lock:
@@ -208,6 +223,8 @@ class ModelSet:
                 if version.in_flight:
                     continue
                 del self.versions[version.key]
+                self.retired_batch_sizes.update(version.runner.batch_sizes)
+                self.retired_inference.add(version.runner.inference)
             log.info("model %s: version %s drained and unloaded", *version.key)
             self.unload(version.model)
             gc.collect()

@@ -61,11 +61,7 @@ class ModelServer:
     @property
     def batch_sizes(self) -> dict[int, int]:
         """How many batches of each size the models ran."""
-        total: dict[int, int] = {}
-        for version in self.models.versions.values():
-            for size, count in version.runner.batch_sizes.items():
-                total[size] = total.get(size, 0) + count
-        return total
+        return self.models.figures()[0]
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -204,19 +200,6 @@ class ModelServer:
         self.models.finished_batch(version)
 
     def _figures(self) -> dict[str, Any]:
-        versions = list(self.models.versions.values())
-        inference = versions[0].runner.inference if len(versions) == 1 else _merged_inference(versions)
-        return {"models": self.models.served(), "batch_sizes": self.batch_sizes, "inference": inference,
+        batch_sizes, inference = self.models.figures()
+        return {"models": self.models.served(), "batch_sizes": batch_sizes, "inference": inference,
                 "redelivered": self.claimer.redelivered}
-
-
-def _merged_inference(versions: Sequence[ServedVersion]) -> Any:
-    from protocol import InferenceFigures
-
-    merged = InferenceFigures()
-    for version in versions:
-        figures = version.runner.inference
-        merged.buckets = [a + b for a, b in zip(merged.buckets, figures.buckets)]
-        merged.sum += figures.sum
-        merged.count += figures.count
-    return merged

@@ -164,6 +164,8 @@ def test_a_new_version_rolls_in_under_load_with_no_failed_or_doubled_answer(make
     assert versions[-1] == "2"
     assert unloaded == ["1"]
     assert [key for key in server.models.versions] == [("cats", "2")]
+    # The server's published figures still count version 1's batches after it was unloaded.
+    assert sum(size * count for size, count in server.batch_sizes.items()) == len(answers)
     assert not list(server.queue.redis.scan_iter(match=server.queue.keys.all_results))  # nothing answered twice
 
 
