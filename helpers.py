@@ -1,6 +1,8 @@
 """What both tiers share besides the queue protocol (see protocol.py): ids, names, logging."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import re
@@ -37,3 +39,27 @@ def configure_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+# mallopt parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's HEAP_MAX_SIZE / 2 on 64-bit
+
+
+def keep_freed_memory(block_bytes: int) -> bool:
+    """Let glibc keep freed blocks of up to `block_bytes` (at most 32 MiB, glibc's ceiling) for
+    reuse instead of returning them to the kernel, so a per-request or per-batch buffer does not
+    cost fresh page faults and zeroed pages every time (see settings MALLOC_KEEP_BYTES). The heap
+    is trimmed once more than max(64 MiB, 4 blocks) lie free at its top, which bounds what an
+    idle process holds. False where there is no glibc, or `block_bytes` is 0."""
+    if block_bytes <= 0:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    block = min(int(block_bytes), _MMAP_THRESHOLD_MAX)
+    return all(mallopt(param, value) == 1 for param, value in (
+        (_M_MMAP_THRESHOLD, block), (_M_TRIM_THRESHOLD, max(64 << 20, 4 * block)), (_M_TOP_PAD, 16 << 20)))

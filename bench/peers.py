@@ -398,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS))
     parser.add_argument("--json", default=str(PROJECT / "docs" / "peers.json"))
     parser.add_argument("--markdown", default=str(PROJECT / "docs" / "peers.md"))
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for this project's stack (e.g. WSGI_THREADS=8), for A/B runs; repeatable")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or min(args.clients) < 1:
         parser.error("--seconds and --clients must be positive")
@@ -410,11 +412,12 @@ def main(argv: list[str] | None = None) -> int:
     model, labels = tiny_model.save(workdir / "model")
     # Every system uses the same Keras backend, the project's default unless KERAS_BACKEND says otherwise.
     env = {"KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
+    overrides = dict(item.split("=", 1) for item in args.set)
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seconds": args.seconds,
                                "cpu_cores": os.cpu_count(), "max_batch": MAX_BATCH, "rows": [],
                                "keras_backend": env["KERAS_BACKEND"]}
     for key in args.systems:
-        system = SYSTEMS[key](workdir, model, labels, env)
+        system = SYSTEMS[key](workdir, model, labels, {**env, **overrides} if key == "project" else env)
         try:
             results["rows"] += run_system(system, image, args.clients, args.seconds)
         except Exception as exc:  # one peer failing to start must not lose the others' figures

@@ -29,24 +29,40 @@ REQUIRED_CHANNEL_ORDER = {"raw": None, "unit": None, "tf": None, "mean_std": Non
 DEFAULT_CHANNEL_ORDER = {"caffe": "BGR"}
 
 
+# Each mode makes one float32 array and works in it: the uint8 -> float32 cast happens inside
+# the first ufunc (exact, as astype is), and later steps run in place. The naive
+# `pixels.astype(np.float32) * k` allocates a second batch-sized float array; for a batch of 32
+# at 224x224 that is 19 MB more to fault in and write, about a third of a tiny model's time.
+# Values are bit-identical to the naive expressions (tests/test_preprocessing.py).
+
+
+def _cast(pixels: np.ndarray) -> np.ndarray:
+    return pixels.astype(np.float32)
+
+
 def raw(pixels: np.ndarray) -> np.ndarray:
     """0..255 as float32; for models that normalise inside themselves."""
-    return pixels.astype(np.float32)
+    return _cast(pixels)
 
 
 def unit(pixels: np.ndarray) -> np.ndarray:
     """Scaled to 0..1."""
-    return pixels.astype(np.float32) * np.float32(1.0 / 255.0)
+    return np.multiply(pixels, np.float32(1.0 / 255.0), dtype=np.float32)
 
 
 def tf_mode(pixels: np.ndarray) -> np.ndarray:
     """Scaled to -1..1 (Keras "tf" mode: MobileNet, Inception)."""
-    return pixels.astype(np.float32) * np.float32(1.0 / 127.5) - np.float32(1.0)
+    out = np.multiply(pixels, np.float32(1.0 / 127.5), dtype=np.float32)
+    out -= np.float32(1.0)
+    return out
 
 
 def torch_mode(pixels: np.ndarray) -> np.ndarray:
     """0..1, then ImageNet mean and standard deviation per RGB channel (Keras "torch" mode)."""
-    return (unit(pixels) - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
+    out = unit(pixels)
+    out -= IMAGENET_MEAN_RGB
+    out /= IMAGENET_STD_RGB
+    return out
 
 
 def caffe(pixels: np.ndarray) -> np.ndarray:
@@ -54,11 +70,11 @@ def caffe(pixels: np.ndarray) -> np.ndarray:
 
     The legacy entry point (MODEL_PREPROCESSING=caffe): RGB pixels in, Keras's caffe mode out.
     """
-    return pixels[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
+    return _caffe_on_bgr(pixels[..., ::-1])
 
 
 def _caffe_on_bgr(pixels: np.ndarray) -> np.ndarray:
-    return pixels.astype(np.float32) - CAFFE_MEAN_BGR
+    return np.subtract(pixels, CAFFE_MEAN_BGR, dtype=np.float32)
 
 
 def mean_std(mean: Sequence[float], std: Sequence[float]) -> Preprocessor:
@@ -68,7 +84,9 @@ def mean_std(mean: Sequence[float], std: Sequence[float]) -> Preprocessor:
     scale = (np.float32(1.0) / np.asarray(std, dtype=np.float32)).reshape(3)
 
     def normalise(pixels: np.ndarray) -> np.ndarray:
-        return (pixels.astype(np.float32) - mean_array) * scale
+        out = np.subtract(pixels, mean_array, dtype=np.float32)
+        out *= scale
+        return out
 
     return normalise
 

@@ -140,3 +140,28 @@ def test_legacy_model_preprocessing_modes_match_preprocess_input(tmp_path: Path,
     if expected is None:
         expected = _keras(pixels, mode)
     np.testing.assert_allclose(received, expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("mode", ["raw", "unit", "tf", "torch", "caffe"])
+def test_one_pass_normalisers_are_bit_identical_to_the_plain_formulas(mode: str) -> None:
+    """The normalisers cast inside their first ufunc and work in place (one float array per batch,
+    not two); the numbers must be exactly those of casting first and computing after."""
+    from models import preprocessing
+
+    f32 = np.float32
+    batch = np.random.default_rng(7).integers(0, 256, (3, 20, 24, 3), dtype=np.uint8)
+    plain = {
+        "raw": lambda x: x.astype(f32),
+        "unit": lambda x: x.astype(f32) * f32(1 / 255),
+        "tf": lambda x: x.astype(f32) * f32(1 / 127.5) - f32(1),
+        "torch": lambda x: (x.astype(f32) * f32(1 / 255) - preprocessing.IMAGENET_MEAN_RGB)
+        / preprocessing.IMAGENET_STD_RGB,
+        "caffe": lambda x: x[..., ::-1].astype(f32) - preprocessing.CAFFE_MEAN_BGR,
+    }[mode](batch)
+    got = preprocessing.PREPROCESSORS[mode](batch)
+    assert got.dtype == np.float32 and got.shape == batch.shape
+    np.testing.assert_array_equal(got, plain)
+    mean, std = (127.0, 120.5, 3.0), (128.0, 64.0, 0.5)
+    scale = f32(1) / np.asarray(std, f32)
+    np.testing.assert_array_equal(preprocessing.mean_std(mean, std)(batch),
+                                  (batch.astype(f32) - np.asarray(mean, f32)) * scale)
