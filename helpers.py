@@ -48,10 +48,11 @@ _MMAP_THRESHOLD_MAX = 32 << 20  # glibc's HEAP_MAX_SIZE / 2 on 64-bit
 
 def keep_freed_memory(block_bytes: int) -> bool:
     """Let glibc keep freed blocks of up to `block_bytes` (at most 32 MiB, glibc's ceiling) for
-    reuse instead of returning them to the kernel, so a per-request or per-batch buffer does not
-    cost fresh page faults and zeroed pages every time (see settings MALLOC_KEEP_BYTES). The heap
-    is trimmed once more than max(64 MiB, 4 blocks) lie free at its top, which bounds what an
-    idle process holds. False where there is no glibc, or `block_bytes` is 0."""
+    reuse instead of returning them to the kernel, so a per-request buffer does not cost fresh
+    page faults and zeroed pages every time (see settings MALLOC_KEEP_BYTES). Larger blocks (a
+    big photo's decode) still come from mmap and go back on free, and a heap is trimmed once more
+    than 8 blocks lie free at its top, so what a process keeps stays bounded. False where there
+    is no glibc, or `block_bytes` is 0."""
     if block_bytes <= 0:
         return False
     try:
@@ -62,4 +63,4 @@ def keep_freed_memory(block_bytes: int) -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     block = min(int(block_bytes), _MMAP_THRESHOLD_MAX)
     return all(mallopt(param, value) == 1 for param, value in (
-        (_M_MMAP_THRESHOLD, block), (_M_TRIM_THRESHOLD, max(64 << 20, 4 * block)), (_M_TOP_PAD, 16 << 20)))
+        (_M_MMAP_THRESHOLD, block), (_M_TRIM_THRESHOLD, 8 * block), (_M_TOP_PAD, 4 * block)))

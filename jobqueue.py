@@ -55,6 +55,14 @@ class QueueFull(Exception):
     """The queue holds MAX_QUEUE_LENGTH images already."""
 
 
+# A web process's latest look at each stream's length: (length, time.monotonic() of the look).
+# Shared by the process's JobQueue objects (one is made per request); see `admits`.
+_seen_lengths: dict[tuple[int, str], tuple[int, float]] = {}
+# How long a look stays good for `admits`, and below which share of the bound it may be trusted.
+LENGTH_LOOK_SECONDS = 0.25
+LENGTH_LOOK_SHARE = 0.5
+
+
 class JobQueue:
     """The queue protocol on one Redis connection, bound to the stream of one model version.
 
@@ -76,6 +84,11 @@ class JobQueue:
         return JobQueue(self.redis, self.keys, self.group, model, version)
 
     @property
+    def _look_key(self) -> tuple[int, str]:
+        # Per Redis connection pool too: two apps in one process (tests) may use the same names.
+        return id(self.redis.connection_pool), self.stream
+
+    @property
     def stream(self) -> str:
         """This model version's stream key."""
         if not self._stream:
@@ -95,7 +108,11 @@ class JobQueue:
             args.extend((name, value))
         entry_id = self._submit(keys=[self.stream, self.keys.pending(job.id)], args=args)
         if not entry_id:
+            _seen_lengths[self._look_key] = (max_length, time.monotonic())
             raise QueueFull()
+        seen = _seen_lengths.get(self._look_key)
+        if seen is not None:  # one more than seen, without moving the look's time
+            _seen_lengths[self._look_key] = (seen[0] + 1, seen[1])
         return entry_id
 
     def wait_result(self, job_id: str, timeout: float) -> Result | None:
@@ -123,7 +140,23 @@ class JobQueue:
 
     def length(self) -> int:
         """Images queued or in flight."""
-        return int(self.redis.xlen(self.stream))
+        length = int(self.redis.xlen(self.stream))
+        _seen_lengths[self._look_key] = (length, time.monotonic())
+        return length
+
+    def admits(self, max_length: int) -> bool:
+        """Whether the queue had room a moment ago: the cheap check before reading and decoding.
+
+        A look at the length younger than LENGTH_LOOK_SECONDS, plus this process's submits since,
+        is trusted while it is under half the bound; otherwise Redis is asked (XLEN). Under load
+        that spares most requests a round trip; `submit`'s atomic check still enforces the bound
+        exactly, so the most a stale look costs is one decode of an image then refused.
+        """
+        seen = _seen_lengths.get(self._look_key)
+        if (seen is not None and time.monotonic() - seen[1] < LENGTH_LOOK_SECONDS
+                and seen[0] < max_length * LENGTH_LOOK_SHARE):
+            return True
+        return self.length() < max_length
 
     # --- model server -------------------------------------------------------------------
     def ensure_group(self) -> None:

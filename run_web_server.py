@@ -204,7 +204,7 @@ def predict(name: str | None = None, version: str | None = None) -> tuple[Respon
     contract = current_app.extensions["models"].resolve(name, version)
     queue: JobQueue = current_app.extensions["jobqueue"].for_model(contract.name, contract.version)
     # Refuse before reading and decoding the upload; submit's atomic check still enforces the bound.
-    if queue.length() >= config["MAX_QUEUE_LENGTH"]:
+    if not queue.admits(config["MAX_QUEUE_LENGTH"]):
         raise ServiceUnavailable(f"The queue is full ({config['MAX_QUEUE_LENGTH']} images waiting). Retry shortly.")
     top_k = _top_k(config)
     data = _upload_bytes()

@@ -185,8 +185,9 @@ LOG_LEVEL = env("LOG_LEVEL", "INFO")
 # queued pixels). glibc hands such blocks back to the kernel on free (mmap threshold, trimming),
 # so every request paid page faults and page zeroing again: about 0.4 ms of a web daemon's CPU
 # per request (docs/performance.md). Blocks up to this many bytes stay in the process's heap for
-# reuse; 0 leaves glibc's defaults.
-MALLOC_KEEP_BYTES = env("MALLOC_KEEP_BYTES", 4 * 1024 * 1024)
+# reuse (larger ones, such as a big photo's decode, still go back to the kernel); 0 leaves
+# glibc's defaults.
+MALLOC_KEEP_BYTES = env("MALLOC_KEEP_BYTES", 1024 * 1024)
 
 
 # Never printed: secrets stay out of settings dumps, shells and logs.

@@ -11,7 +11,7 @@ from helpers import keep_freed_memory
 
 PROJECT = Path(__file__).resolve().parent.parent
 
-# In a fresh process: allocate a 1 MiB buffer (an upload or a decoded photo) and ask glibc
+# In a fresh process: allocate a 900 KiB buffer (an upload or a decoded photo) and ask glibc
 # (mallinfo2) how many blocks it got straight from mmap, i.e. will hand back to the kernel on
 # free and fault in anew next time.
 _ALLOCATE = """
@@ -19,7 +19,7 @@ import ctypes, sys
 sys.path.insert(0, {project!r})
 import helpers
 if {keep}:
-    assert helpers.keep_freed_memory(4 << 20)
+    assert helpers.keep_freed_memory(1 << 20)
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -30,7 +30,7 @@ libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.mallinfo2.restype = MallInfo2
 before = libc.mallinfo2().hblks
-block = libc.malloc(1 << 20)
+block = libc.malloc(900 << 10)
 print(libc.mallinfo2().hblks - before)
 """
 

@@ -40,6 +40,49 @@ def test_submit_refuses_once_the_queue_holds_max_length(queue):
     assert queue.length() == 3
 
 
+def _count_xlen(queue: JobQueue) -> list[int]:
+    calls = []
+    real = queue.redis.xlen
+    queue.redis.xlen = lambda name: calls.append(1) or real(name)  # type: ignore[method-assign]
+    return calls
+
+
+def test_admits_trusts_a_fresh_look_far_from_the_bound_and_asks_redis_otherwise(queue):
+    xlens = _count_xlen(queue)
+    assert queue.admits(10) and len(xlens) == 1  # no look yet: XLEN
+    for n in range(4):  # 0 seen + 4 submitted = 4 < 10 / 2: no round trip
+        queue.submit(make_job(n), max_length=10)
+        assert queue.admits(10)
+    assert len(xlens) == 1
+    queue.submit(make_job(4), max_length=10)  # 5 is half the bound: ask Redis again
+    assert queue.admits(10) and len(xlens) == 2
+    assert not queue.admits(5) and len(xlens) == 3  # full: the refusal comes before any upload is read
+
+
+def test_admits_looks_again_once_its_look_is_old(queue, monkeypatch):
+    import jobqueue
+
+    clock = [1000.0]
+    monkeypatch.setattr(jobqueue.time, "monotonic", lambda: clock[0])
+    assert queue.admits(4)
+    for n in range(4):  # another web process fills the queue meanwhile
+        queue.redis.xadd(queue.stream, {"filler": str(n)})
+    assert queue.admits(4)  # within LENGTH_LOOK_SECONDS the look stands; submit's check still refuses
+    with pytest.raises(QueueFull):
+        queue.submit(make_job(9), max_length=4)
+    clock[0] += jobqueue.LENGTH_LOOK_SECONDS
+    assert not queue.admits(4)
+
+
+def test_after_a_refused_submit_the_next_request_is_refused_before_its_upload(queue):
+    for n in range(2):
+        queue.submit(make_job(n), max_length=2)
+    with pytest.raises(QueueFull):
+        queue.submit(make_job(2), max_length=2)
+    xlens = _count_xlen(queue)
+    assert not queue.admits(2) and len(xlens) == 1
+
+
 def test_claimed_but_unanswered_jobs_still_count_towards_the_bound(queue):
     queue.submit(make_job(0), max_length=1)
     queue.claim("server-a", count=1, block_ms=100)
