@@ -241,7 +241,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+# The targets each figure is held to: ResNet50's (issue 3), where the model dominates, and a
+# small fast model's (issue 14: EfficientNet-Lite0, the default), where serving costs show.
+TARGETS = {"efficientnet_lite0": (0.80, 5.0)}
+DEFAULT_TARGETS = (0.90, 10.0)
+
+
 def table(results: dict[str, Any], batch_size: int) -> list[tuple[str, str, str, str]]:
+    share, extra_ms = TARGETS.get(str(results["settings"].get("MODEL", "")), DEFAULT_TARGETS)
     measurements = results["bare"]["measurements"]
     phases = {p["phase"]: p for p in results["phases"]}
     closed = [p for name, p in phases.items() if name.startswith("closed")]
@@ -252,13 +259,13 @@ def table(results: dict[str, Any], batch_size: int) -> list[tuple[str, str, str,
     bare = sum(p["bare_images_per_s"] for p in saturated) / len(saturated)
     names = ", ".join(p["phase"].removeprefix("closed ") for p in saturated)
     rows = [("saturation throughput", f"{service:.1f} img/s (mean of {names})",
-             f"{bare:.1f} img/s (bare, batch {batch_size})", f"{service / bare:.0%} (target >= 90%)")]
+             f"{bare:.1f} img/s (bare, batch {batch_size})", f"{service / bare:.0%} (target >= {share:.0%})")]
     lone = phases.get("closed c=1")
     if lone:
         p50 = lone["latency_ms"]["p50"]
         single_ms = bracket(measurements, 1, "closed c=1", key="ms_per_batch_p50")
         rows.append(("c=1 p50 latency", f"{p50:.1f} ms", f"{single_ms:.1f} ms (bare, batch 1)",
-                     f"{p50 - single_ms:+.1f} ms (target <= +10 ms)"))
+                     f"{p50 - single_ms:+.1f} ms (target <= +{extra_ms:g} ms)"))
     flood = phases.get("flood 500x0.05")
     if flood:
         rows.append(("flood 500x0.05", f"{flood['failed']} failed, p95 {flood['latency_ms']['p95']:.0f} ms",
