@@ -248,7 +248,7 @@ DEFAULT_TARGETS = (0.90, 10.0)
 
 
 def table(results: dict[str, Any], batch_size: int) -> list[tuple[str, str, str, str]]:
-    share, extra_ms = TARGETS.get(str(results["settings"].get("MODEL", "")), DEFAULT_TARGETS)
+    share, extra_ms = TARGETS.get(str(results.get("settings", {}).get("MODEL", "")), DEFAULT_TARGETS)
     measurements = results["bare"]["measurements"]
     phases = {p["phase"]: p for p in results["phases"]}
     closed = [p for name, p in phases.items() if name.startswith("closed")]

@@ -47,6 +47,11 @@ def test_the_headline_pools_the_saturated_phases_rather_than_the_luckiest():
     assert saturation[3].startswith(f"{(19.0 + 15.0) / (20.0 + 17.0):.0%}")  # not c=16's 95 %
     # One client against the bare model's batch-1 time around that phase: (100 + 83.3) / 2 ms.
     assert rows["c=1 p50 latency"][3].startswith("+23.3 ms")
+    assert "target >= 90%" in saturation[3] and "target <= +10 ms" in rows["c=1 p50 latency"][3]
+    # The default model, small and fast, is held to issue 14's targets.
+    lite0 = {row[0]: row for row in table({**results, "settings": {"MODEL": "efficientnet_lite0"}}, 8)}
+    assert "target >= 80%" in lite0["saturation throughput"][3]
+    assert "target <= +5 ms" in lite0["c=1 p50 latency"][3]
 
 
 def test_cpu_time_is_attributed_to_the_part_of_the_system_that_spent_it():
