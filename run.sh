@@ -120,17 +120,8 @@ for _ in $(seq 600); do
   sleep 0.5
 done
 
-# Whichever component stops first (a crash, or Ctrl-C), the rest are stopped with it. The
-# wait is a one-second `sleep` in the background, waited for by the `wait` builtin: a trapped
-# signal interrupts that at once, and even a signal that reached bash at an awkward moment (a
-# CI run once saw `wait -n` on the components never run the INT trap) is acted on within a second.
-while kill -0 "$redis_pid" 2>/dev/null && kill -0 "$model_pid" 2>/dev/null && kill -0 "$apache_pid" 2>/dev/null; do
-  sleep 1 &
-  wait $!
-done
+# Whichever component stops first (a crash, or Ctrl-C), the rest are stopped with it.
 status=0
-for pid in $redis_pid $model_pid $apache_pid; do
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" || status=$?; break; }
-done
+wait -n $redis_pid $model_pid $apache_pid || status=$?
 log "a component exited with status $status"
 exit "$status"
