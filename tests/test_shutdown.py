@@ -82,8 +82,12 @@ def test_run_sh_answers_every_accepted_request_when_stopped_mid_flood(signum, sl
            "HEARTBEAT_INTERVAL": "0.5", "TF_CPP_MIN_LOG_LEVEL": "2"}
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
+        # SIGINT back to its default for run.sh: a test run started in the background by a
+        # non-interactive shell inherits SIGINT ignored, and bash cannot trap a signal ignored
+        # when it started (a fresh-clone run launched with `&` failed this way).
         run = subprocess.Popen([str(PROJECT / "run.sh")], cwd=PROJECT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+                               stderr=subprocess.STDOUT, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         def ready() -> bool:
             assert run.poll() is None, f"run.sh exited early: {log_path.read_text()[-3000:]}"
