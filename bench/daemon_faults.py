@@ -46,7 +46,9 @@ def main(argv: list[str]) -> int:
     try:
         peers.closed_loop(url, image, 32, 3)
         listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-        daemons = [int(line.split()[0]) for line in listing.splitlines() if "(wsgi:" in line]
+        port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+        # This stack's daemons only: mod_wsgi names them (wsgi:HOST:PORT:UID).
+        daemons = [int(line.split()[0]) for line in listing.splitlines() if f"(wsgi:127.0.0.1:{port}:" in line]
         processes = {f"wsgi daemon {pid}": pid for pid in daemons}
         processes["model server"] = project.stack.processes["model_server"].pid
         before = {name: faults_and_cpu(pid) for name, pid in processes.items()}
