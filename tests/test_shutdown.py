@@ -61,6 +61,23 @@ def classify(port: int, body: bytes, content_type: str) -> tuple[str, object]:
         connection.close()
 
 
+def kill_processes_with(variable: str) -> list[int]:
+    """SIGKILL every process whose environment holds `variable` (NAME=value); their pids."""
+    needle = variable.encode()
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed.append(int(entry.name))
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+    return killed
+
+
 def multipart(image: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n"
@@ -141,6 +158,10 @@ def test_run_sh_answers_every_accepted_request_when_stopped_mid_flood(signum, sl
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
             run.wait(10)
+        # run.sh starts each component in a session of its own (setsid), so killing its group
+        # leaves them running; a failed run must not leave a Redis, a model server and an
+        # Apache behind for the rest of the suite. They carry this run's unique KEY_PREFIX.
+        kill_processes_with(f"KEY_PREFIX={env['KEY_PREFIX']}")
     log_text = log_path.read_text(errors="replace")
     counts = Counter(outcome for outcome, _, _ in outcomes)
     in_flight_answered = sum(1 for o, s, f in outcomes if o == "ok" and s < signalled < f)
