@@ -107,12 +107,13 @@ class JobQueue:
         for name, value in fields.items():
             args.extend((name, value))
         entry_id = self._submit(keys=[self.stream, self.keys.pending(job.id)], args=args)
+        look = self._look_key
         if not entry_id:
-            _seen_lengths[self._look_key] = (max_length, time.monotonic())
+            _seen_lengths[look] = (max_length, time.monotonic())
             raise QueueFull()
-        seen = _seen_lengths.get(self._look_key)
+        seen = _seen_lengths.get(look)
         if seen is not None:  # one more than seen, without moving the look's time
-            _seen_lengths[self._look_key] = (seen[0] + 1, seen[1])
+            _seen_lengths[look] = (seen[0] + 1, seen[1])
         return entry_id
 
     def wait_result(self, job_id: str, timeout: float) -> Result | None:

@@ -10,7 +10,6 @@ before and after. Settings to compare come as NAME=VALUE arguments, e.g.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -18,14 +17,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench import peers, tiny_model  # noqa: E402
+from bench import cpu, peers, tiny_model  # noqa: E402
 from bench.benchmark import sample_image  # noqa: E402
 
 
-def faults_and_cpu(pid: int) -> tuple[int, float]:
-    """(minor faults, CPU seconds) of one process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[7]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def minor_faults(pid: int) -> int:
+    """Minor page faults of one process so far (/proc/<pid>/stat, after the parenthesised name)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+def faults_and_cpu(pids: list[int]) -> dict[int, tuple[int, float]]:
+    """pid -> (minor faults, CPU seconds) so far, for each of `pids`."""
+    table = cpu.processes()
+    return {pid: (minor_faults(pid), table[pid][3]) for pid in pids}
 
 
 def rss_mb(pid: int) -> float:
@@ -36,6 +40,9 @@ def rss_mb(pid: int) -> float:
 
 
 def main(argv: list[str]) -> int:
+    if any("=" not in arg for arg in argv):
+        print(f"usage: {sys.argv[0]} [NAME=VALUE ...]  (settings of the stack, e.g. MALLOC_KEEP_BYTES=0)")
+        return 2
     overrides = dict(arg.split("=", 1) for arg in argv)
     workdir = Path(tempfile.mkdtemp(prefix="kras-faults-"))
     image = sample_image(workdir).read_bytes()
@@ -45,19 +52,19 @@ def main(argv: list[str]) -> int:
     url = project.start()
     try:
         peers.closed_loop(url, image, 32, 3)
-        listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
         port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
         # This stack's daemons only: mod_wsgi names them (wsgi:HOST:PORT:UID).
-        daemons = [int(line.split()[0]) for line in listing.splitlines() if f"(wsgi:127.0.0.1:{port}:" in line]
-        processes = {f"wsgi daemon {pid}": pid for pid in daemons}
+        processes = {f"wsgi daemon {pid}": pid for pid, (_, _, cmdline, _) in cpu.processes().items()
+                     if cmdline.startswith(f"(wsgi:127.0.0.1:{port}:")}
         processes["model server"] = project.stack.processes["model_server"].pid
-        before = {name: faults_and_cpu(pid) for name, pid in processes.items()}
+        before = faults_and_cpu(list(processes.values()))
         load = peers.closed_loop(url, image, 32, 10)
+        after = faults_and_cpu(list(processes.values()))
         answered = max(1, load["ok"])
         print(f"{overrides or 'defaults'}: {load['requests_per_s']:.1f} req/s, {load['failed']} failed")
         for name, pid in processes.items():
-            faults, cpu = (after - first for after, first in zip(faults_and_cpu(pid), before[name]))
-            print(f"  {name:22s} {faults / answered:7.1f} faults/req  {cpu / answered * 1000:5.2f} ms CPU/req  "
+            faults, seconds = after[pid][0] - before[pid][0], after[pid][1] - before[pid][1]
+            print(f"  {name:22s} {faults / answered:7.1f} faults/req  {seconds / answered * 1000:5.2f} ms CPU/req  "
                   f"{rss_mb(pid):6.0f} MB resident")
     finally:
         project.stop()

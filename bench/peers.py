@@ -412,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     model, labels = tiny_model.save(workdir / "model")
     # Every system uses the same Keras backend, the project's default unless KERAS_BACKEND says otherwise.
     env = {"KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes NAME=VALUE")
     overrides = dict(item.split("=", 1) for item in args.set)
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seconds": args.seconds,
                                "cpu_cores": os.cpu_count(), "max_batch": MAX_BATCH, "rows": [],

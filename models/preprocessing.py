@@ -33,16 +33,12 @@ DEFAULT_CHANNEL_ORDER = {"caffe": "BGR"}
 # the first ufunc (exact, as astype is), and later steps run in place. The naive
 # `pixels.astype(np.float32) * k` allocates a second batch-sized float array; for a batch of 32
 # at 224x224 that is 19 MB more to fault in and write, about a third of a tiny model's time.
-# Values are bit-identical to the naive expressions (tests/test_preprocessing.py).
-
-
-def _cast(pixels: np.ndarray) -> np.ndarray:
-    return pixels.astype(np.float32)
+# Values are bit-identical to the naive expressions (tests/test_normalization.py).
 
 
 def raw(pixels: np.ndarray) -> np.ndarray:
     """0..255 as float32; for models that normalise inside themselves."""
-    return _cast(pixels)
+    return pixels.astype(np.float32)
 
 
 def unit(pixels: np.ndarray) -> np.ndarray:
