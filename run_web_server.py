@@ -27,7 +27,7 @@ import inference_v2
 import metrics
 import settings
 import web_page
-from decode_budget import DecodeBudget, return_freed_memory_to_the_system
+from decode_budget import DecodeBudget, set_malloc_policy
 from helpers import configure_logging, is_valid_job_id, is_valid_request_id, new_request_id
 from imaging import ImageError, decode_image
 from jobqueue import JobQueue, QueueFull, queue_from_settings
@@ -65,7 +65,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         queue, app.config["HEARTBEAT_TTL"], app.config["METADATA_CACHE_SECONDS"], app.config["DEFAULT_MODEL"]
     )
     # One per process: every decode of this process (v1 and v2 routes) reserves its bytes here.
-    return_freed_memory_to_the_system()
+    set_malloc_policy(app.config["MALLOC_KEEP_BYTES"])
     app.extensions["decode_budget"] = DecodeBudget(
         app.config["DECODE_MEMORY_BUDGET"], app.config["DECODE_WAIT_MS"] / 1000, app.config["RETRY_AFTER_SECONDS"]
     )

@@ -181,12 +181,11 @@ RESULT_TTL = env("RESULT_TTL", 60.0)
 # Name of this model server in heartbeats and consumer-group claims; empty means host:pid.
 MODEL_SERVER_NAME = env("MODEL_SERVER_NAME", "")
 LOG_LEVEL = env("LOG_LEVEL", "INFO")
-# Both tiers allocate and free buffers of a few hundred KB per image (uploads, decoded frames,
-# queued pixels). glibc hands such blocks back to the kernel on free (mmap threshold, trimming),
-# so every request paid page faults and page zeroing again: about 0.4 ms of a web daemon's CPU
-# per request (docs/performance.md). Blocks up to this many bytes stay in the process's heap for
-# reuse (larger ones, such as a big photo's decode, still go back to the kernel); 0 leaves
-# glibc's defaults.
+# Web processes: each glibc heap grows 4 x this many bytes at a time and is trimmed only past
+# 8 x this free at its top, so the per-request buffers (upload, decoded photo, queued pixels) are
+# carved from memory the heap already holds instead of being faulted in anew on every request:
+# about 100 page faults, ~0.4 ms of a daemon's CPU, per request (docs/performance.md). Large
+# blocks (a big photo's decode) still go back to the system. 0 leaves glibc's heap defaults.
 MALLOC_KEEP_BYTES = env("MALLOC_KEEP_BYTES", 1024 * 1024)
 
 
