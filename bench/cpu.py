@@ -32,6 +32,19 @@ def classify(pid: int, name: str, cmdline: str) -> str:
     return "other"
 
 
+def read_stat(pid: int | str) -> tuple[str, list[str]]:
+    """A process's name and the fields of /proc/<pid>/stat after it (fields[7] minor faults,
+    fields[11] and [12] user and system ticks). The name is in parentheses and may itself hold
+    spaces or parentheses."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+
+
+def cpu_seconds(fields: list[str]) -> float:
+    """User + system CPU seconds from `read_stat`'s fields."""
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def processes() -> dict[int, tuple[int, str, str, float]]:
     """pid -> (parent pid, name, command line, CPU seconds so far) for every process readable now."""
     table = {}
@@ -39,14 +52,11 @@ def processes() -> dict[int, tuple[int, str, str, float]]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            name, fields = read_stat(entry.name)
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:  # the process ended while we looked
             continue
-        # The name is in parentheses and may itself hold spaces or parentheses.
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        table[int(entry.name)] = (int(fields[1]), name, cmdline, (int(fields[11]) + int(fields[12])) / _TICKS)
+        table[int(entry.name)] = (int(fields[1]), name, cmdline, cpu_seconds(fields))
     return table
 
 

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -21,15 +22,13 @@ from bench import cpu, peers, tiny_model  # noqa: E402
 from bench.benchmark import sample_image  # noqa: E402
 
 
-def minor_faults(pid: int) -> int:
-    """Minor page faults of one process so far (/proc/<pid>/stat, after the parenthesised name)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
-
-
 def faults_and_cpu(pids: list[int]) -> dict[int, tuple[int, float]]:
-    """pid -> (minor faults, CPU seconds) so far, for each of `pids`."""
-    table = cpu.processes()
-    return {pid: (minor_faults(pid), table[pid][3]) for pid in pids}
+    """pid -> (minor page faults, CPU seconds) so far, for each of `pids`."""
+    figures = {}
+    for pid in pids:
+        _, fields = cpu.read_stat(pid)
+        figures[pid] = (int(fields[7]), cpu.cpu_seconds(fields))
+    return figures
 
 
 def rss_mb(pid: int) -> float:
@@ -52,7 +51,7 @@ def main(argv: list[str]) -> int:
     url = project.start()
     try:
         peers.closed_loop(url, image, 32, 3)
-        port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+        port = urlsplit(url).port
         # This stack's daemons only: mod_wsgi names them (wsgi:HOST:PORT:UID).
         processes = {f"wsgi daemon {pid}": pid for pid, (_, _, cmdline, _) in cpu.processes().items()
                      if cmdline.startswith(f"(wsgi:127.0.0.1:{port}:")}
