@@ -2,7 +2,7 @@
 # Runs the whole system in the foreground on 127.0.0.1:$PORT (default 8000): Redis (unless one
 # already answers at REDIS_URL), the model server, and Apache with mod_wsgi in daemon mode.
 # Ctrl-C (or SIGTERM) stops everything it started, in order (below). Settings come from the
-# environment (see settings.py), e.g.  PORT=9000 MODEL=resnet50 MODEL_WEIGHTS=random ./run.sh
+# environment (see keras_rest_api/settings.py), e.g.  PORT=9000 MODEL=resnet50 MODEL_WEIGHTS=random ./run.sh
 set -euo pipefail
 project="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$project"
@@ -73,9 +73,9 @@ trap 'stop_all' EXIT
 # Each tier connects to Redis as its own user; with a Redis of your own, set REDIS_USERNAME and
 # REDIS_PASSWORD_FILE (see README, "Pointing the tiers at an existing Redis").
 web_redis=() model_redis=()
-probe=0; "$venv/bin/python" redis_security.py probe || probe=$?
+probe=0; "$venv/bin/python" -m keras_rest_api.queue.redis_users probe || probe=$?
 if [ "$probe" = 0 ]; then
-  log "using the Redis already running at $("$venv/bin/python" -c 'import redis_security as r, settings as s; print(r.redact_url(s.REDIS_URL))')"
+  log "using the Redis already running at $("$venv/bin/python" -c 'from keras_rest_api.queue.redis_users import redact_url; from keras_rest_api.settings import load; print(redact_url(load()["REDIS_URL"]))')"
 elif [ "$probe" != 3 ]; then
   exit 1  # it answers but refuses us (the reason is above)
 else
@@ -85,7 +85,7 @@ else
   mkdir -p .run/redis
   # ACL users and random passwords (kept between runs) in .run/redis-secrets, readable by their
   # tier only; the default user is off, so a client without a password gets nothing.
-  eval "$("$venv/bin/python" redis_security.py prepare --dir .run/redis-secrets --data-dir .run/redis \
+  eval "$("$venv/bin/python" -m keras_rest_api.queue.redis_users prepare --dir .run/redis-secrets --data-dir .run/redis \
     --port "$redis_port" "${tls[@]}")"
   log "starting redis-server on 127.0.0.1:$redis_port (ACL users ${redis_web_user}, ${redis_model_user}, ${redis_admin_user}${tls:+, TLS only})"
   # The configuration file names the ACL file: no password on any command line.
@@ -94,7 +94,7 @@ else
   ca=(); [ -n "$redis_ca_file" ] && ca=("REDIS_TLS_CA_FILE=$redis_ca_file")
   web_redis=("REDIS_USERNAME=$redis_web_user" "REDIS_PASSWORD_FILE=$redis_web_password_file" "${ca[@]}")
   model_redis=("REDIS_USERNAME=$redis_model_user" "REDIS_PASSWORD_FILE=$redis_model_password_file" "${ca[@]}")
-  env "${ca[@]}" "$venv/bin/python" redis_security.py probe --wait 10 --role admin --dir .run/redis-secrets
+  env "${ca[@]}" "$venv/bin/python" -m keras_rest_api.queue.redis_users probe --wait 10 --role admin --dir .run/redis-secrets
 fi
 
 log "starting the model server (MODEL=$MODEL)"

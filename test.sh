@@ -4,6 +4,6 @@
 set -euo pipefail
 project="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$project"
-# Every Keras backend too, for the backend matrix (tests/test_backends.py).
+# Every Keras backend too, for the backend matrix (tests/system/test_backends.py).
 EXTRAS="${EXTRAS-test,bench,jax,torch}" "$project/scripts/bootstrap.sh"
 exec "${VENV:-$project/.venv}/bin/python" -m pytest "$@"

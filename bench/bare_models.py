@@ -2,7 +2,7 @@
 
 No Redis, no web tier, no preprocessing: only the forward pass the model server runs per
 batch, so the numbers bound what the whole service can do. Weights are untrained (speed
-does not depend on their values). Usage: python bench/bare_models.py [--seconds 5]
+does not depend on their values). Usage: python -m bench.bare_models [--seconds 5]
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.timing import time_calls  # noqa: E402
 
@@ -21,7 +20,7 @@ from bench.timing import time_calls  # noqa: E402
 def builders() -> dict[str, Callable[[], Any]]:
     import keras
 
-    from models.efficientnet_lite0 import build_model
+    from keras_rest_api.models.efficientnet_lite0 import build_model
 
     return {
         "efficientnet_lite0": build_model,

@@ -11,9 +11,9 @@
    CPU each part of the system used per image, bytes queued per image and resident memory per
    web daemon process. `--json` writes everything.
 
-Usage:  .venv/bin/python bench/benchmark.py --model resnet50 --weights random \\
+Usage:  .venv/bin/python -m bench.benchmark --model resnet50 --weights random \\
             --json bench/results/resnet50.json --plot bench/results/resnet50.png
-        .venv/bin/python bench/benchmark.py                    # the default model
+        .venv/bin/python -m bench.benchmark                    # the default model
 
 On a GPU machine it runs unchanged: the model server uses whatever KERAS_BACKEND (tensorflow,
 jax, torch) finds the GPU with.
@@ -32,14 +32,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-# The project root for `bench.*` and the project's modules; tests/ for the harness that the
-# end-to-end tests use too, imported as `harness` exactly as the tests import it (one module).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
+# Run as `python -m bench.benchmark` from the project root: `bench.*` and `tests.*` (the harness
+# the system tests use too) come from there, the package from the venv.
 from bench import cpu  # noqa: E402
-from harness import PROJECT, VENV_PYTHON, Stack  # noqa: E402
+from tests.support.harness import PROJECT, VENV_PYTHON, Stack  # noqa: E402
 from bench.timing import time_calls  # noqa: E402
+from keras_rest_api import settings  # noqa: E402
 
 
 def measure_ceiling(model: Any, batch: int, seconds: float) -> dict[str, Any]:
@@ -56,7 +54,7 @@ def measure_ceiling(model: Any, batch: int, seconds: float) -> dict[str, Any]:
 
 def serve_ceilings(config: dict[str, Any]) -> None:
     """The bare-model process: load once, then answer "BATCH SECONDS" lines with JSON lines."""
-    from models import load_model
+    from keras_rest_api.models import load_model
 
     model = load_model(config)
     print(json.dumps({"model": model.name, "input_size": list(model.input_size)}), flush=True)
@@ -79,7 +77,7 @@ class Ceiling:
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [str(VENV_PYTHON), __file__, "--ceiling-worker"],
+                [str(VENV_PYTHON), "-m", "bench.benchmark", "--ceiling-worker"],
                 env={**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2"}, cwd=PROJECT,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
             )
@@ -181,9 +179,9 @@ def measure_bare(ceiling: Ceiling, batch: int, label: str) -> None:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    import stress_test
-    from helpers import new_request_id
-    from protocol import Job
+    from keras_rest_api import stress as stress_test
+    from keras_rest_api.ids import new_request_id
+    from keras_rest_api.queue.records import Job
 
     env = {"MODEL": args.model, "MODEL_PRECISION": args.precision, "BATCH_SIZE": str(args.batch_size),
            "BATCH_WAIT_MS": str(args.batch_wait_ms), "KEY_PREFIX": "bench", "HEARTBEAT_INTERVAL": "0.5", "LOG_LEVEL": "WARNING",
@@ -347,9 +345,7 @@ def main() -> int:
     parser.add_argument("--ceiling-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ceiling_worker:
-        import run_model_server
-
-        serve_ceilings(run_model_server.settings_dict())
+        serve_ceilings(settings.load())
         return 0
     results = run_benchmark(args)
     print_report(results)

@@ -4,8 +4,8 @@ Starts this project's stack with the tiny model of bench/peers.py, warms it up, 
 32-client closed loop and reads each process's minor page faults and CPU time from /proc
 before and after. Settings to compare come as NAME=VALUE arguments, e.g.
 
-    .venv/bin/python bench/daemon_faults.py MALLOC_KEEP_BYTES=0
-    .venv/bin/python bench/daemon_faults.py                      # the defaults
+    .venv/bin/python -m bench.daemon_faults MALLOC_KEEP_BYTES=0
+    .venv/bin/python -m bench.daemon_faults                      # the defaults
 """
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench import cpu, peers, tiny_model  # noqa: E402
 from bench.benchmark import sample_image  # noqa: E402

@@ -6,7 +6,7 @@ taken with it say what the model server and Redis sustain on that machine, not t
 """
 from __future__ import annotations
 
-from harness import VENV_PYTHON, Stack, wait_until  # tests/harness.py, on sys.path as bench/benchmark.py sets it
+from tests.support.harness import VENV_PYTHON, Stack, wait_until  
 
 
 class GeventStack(Stack):

@@ -18,10 +18,10 @@ possibly nothing else: no TensorFlow, no Apache, no apt, no internet. In order:
    against the bare model measured on the same GPU in the same run.
 
 Usage (on the GPU machine, from the project root):
-    python3 bench/gpu.py                      # torch if it sees the GPU, else jax
-    python3 bench/gpu.py --backend jax -- --duration 10 --concurrency 1 32
+    python -m bench.gpu                      # torch if it sees the GPU, else jax
+    python -m bench.gpu --backend jax -- --duration 10 --concurrency 1 32
 On a machine with internet and the GPU machine's Python version, to carry the wheels there:
-    python3 bench/gpu.py --download bench/gpu-wheels
+    python -m bench.gpu --download bench/gpu-wheels
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def gpus() -> list[str]:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         fail("no NVIDIA GPU here: nvidia-smi is not installed. This script measures the service on a GPU; "
-             "on a CPU machine run bench/benchmark.py (and bench/peers.py) instead.")
+             "on a CPU machine run `python -m bench.benchmark` (and `python -m bench.peers`) instead.")
     try:
         listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
     except subprocess.TimeoutExpired:
@@ -110,7 +110,7 @@ def make_venv() -> None:
                            "-r", str(REQUIREMENTS)], timeout=1800)
     if done.returncode != 0:
         fail(f"pip could not install {REQUIREMENTS.name}. Without internet, fill {WHEELS} first on a machine "
-             f"that has it: python3 bench/gpu.py --download {WHEELS.relative_to(PROJECT)} (same Python version).")
+             f"that has it: python -m bench.gpu --download {WHEELS.relative_to(PROJECT)} (same Python version).")
     stamp.write_text(wanted)
 
 
@@ -162,7 +162,7 @@ def main() -> int:
     os.environ["KERAS_BACKEND"] = backend
     os.environ["PATH"] = f"{redis_server_dir()}:{VENV / 'bin'}:{os.environ.get('PATH', '')}"
     out = PROJECT / "docs" / f"bench-gpu-{backend}-{time.strftime('%Y%m%d-%H%M')}.json"
-    command = [str(VENV / "bin" / "python"), str(PROJECT / "bench" / "benchmark.py"),
+    command = [str(VENV / "bin" / "python"), "-m", "bench.benchmark",
                "--model", "efficientnet_lite0", "--batch-size", "32", "--concurrency", "1", "8", "32", "64",
                "--duration", "15", "--client-nice", "0", "--web", web_tier(), "--json", str(out), *args.benchmark_args]
     print(" ".join(command), flush=True)

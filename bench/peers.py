@@ -15,8 +15,8 @@ The peers are bench-only: each is installed on first use into its own virtual en
 (bench/.venv-bentoml, bench/.venv-ray, git-ignored), made from Debian's /usr/bin/python3.
 CPU per request is read from /proc for each system's own process tree, split by tier.
 
-Usage:  .venv/bin/python bench/peers.py                 # about 6 minutes
-        .venv/bin/python bench/peers.py --seconds 3 --systems project ray   # a quick look
+Usage:  .venv/bin/python -m bench.peers                 # about 6 minutes
+        .venv/bin/python -m bench.peers --seconds 3 --systems project ray   # a quick look
 """
 from __future__ import annotations
 
@@ -31,12 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-# The project root for `bench.*` and the project's modules; tests/ for the harness, imported
-# as `harness` exactly as the tests and bench/benchmark.py import it.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from harness import PROJECT, Stack, free_port, wait_until  # noqa: E402
+from tests.support.harness import PROJECT, Stack, free_port, wait_until  # noqa: E402
 
 import requests  # noqa: E402
 
@@ -276,7 +271,7 @@ def closed_loop(url: str, image: bytes, concurrency: int, seconds: float) -> dic
     """
     import threading
 
-    from stress_test import percentile
+    from keras_rest_api.stress import percentile
 
     lock = threading.Lock()
     latencies: list[float] = []

@@ -7,7 +7,7 @@ ms per request (process time, so the wait for the model server's answer is not c
 functions that take it. The test client builds each WSGI environ itself, which a daemon does not
 pay; its share is printed separately.
 
-    .venv/bin/python bench/profile_web.py --requests 2000
+    .venv/bin/python -m bench.profile_web --requests 2000
 """
 from __future__ import annotations
 
@@ -20,10 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from harness import Stack, wait_until  # noqa: E402
+from tests.support.harness import Stack, wait_until  # noqa: E402
 
 from bench import tiny_model  # noqa: E402
 
@@ -35,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--plain", action="store_true",
                         help="no cProfile (its overhead inflates Python-heavy parts): only the CPU per request, "
-                             "e.g. under `py-spy record --format raw -- python bench/profile_web.py --plain`")
+                             "e.g. under `py-spy record --format raw -- python -m bench.profile_web --plain`")
     args = parser.parse_args(argv)
 
     from bench.benchmark import sample_image
@@ -54,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         stack.env["REDIS_URL"] = stack.redis.service_url
         stack.start_model_server("model_server")
         # The web tier's settings as Apache's daemons see them, before settings is imported.
-        import redis_security
+        from keras_rest_api.queue import redis_users as redis_security
 
         os.environ.update({k: v for k, v in stack.env.items()})
         os.environ.update(stack.redis.settings_for(redis_security.WEB))
-        from run_web_server import create_app
+        from keras_rest_api.web.app import create_app
 
         client = create_app().test_client()
 

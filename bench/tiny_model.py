@@ -5,7 +5,7 @@ models. Its forward pass costs about 0.1 ms per image on a CPU core, so a benchm
 measures the web tier, the queue and the batching of whatever serves it, not the model.
 The weights come from a fixed seed: every backend and every peer computes the same function.
 
-Usage:  python bench/tiny_model.py DIRECTORY   # writes tiny.keras and tiny-labels.txt there
+Usage:  python -m bench.tiny_model DIRECTORY   # writes tiny.keras and tiny-labels.txt there
 """
 from __future__ import annotations
 
@@ -47,6 +47,6 @@ def save(directory: Path) -> tuple[Path, Path]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python bench/tiny_model.py DIRECTORY")
+        sys.exit("usage: python -m bench.tiny_model DIRECTORY")
     for path in save(Path(sys.argv[1])):
         print(path)

@@ -1,8 +1,8 @@
 """Does unloading free a model? Load, predict, unload N times in one process; RSS after each cycle.
 
-    python bench/unload_memory.py --cycles 20                       # EfficientNet-Lite0 (repository)
-    python bench/unload_memory.py --cycles 20 --model resnet50      # needs its weights file
-    python bench/unload_memory.py --cycles 20 --keras path.keras    # any saved model
+    python -m bench.unload_memory --cycles 20                       # EfficientNet-Lite0 (repository)
+    python -m bench.unload_memory --cycles 20 --model resnet50      # needs its weights file
+    python -m bench.unload_memory --cycles 20 --keras path.keras    # any saved model
 
 Prints one line per cycle (RSS in MB) and, at the end, the growth from cycle 2 to the last
 (cycle 1 pays for one-time costs: TensorFlow's kernels, thread pools, Keras's imports).
@@ -20,7 +20,6 @@ import tempfile
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -40,14 +39,14 @@ def keras_repository(model_path: str, directory: str) -> str:
     os.symlink(os.path.abspath(model_path), os.path.join(folder, "model.keras"))
     with open(os.path.join(directory, "m", "config.json"), "w") as f:
         json.dump({"preprocessing": {"resize": "squash"}}, f)
-    logging.getLogger("models.loading").setLevel(logging.ERROR)  # no "labels by index" warning per cycle
+    logging.getLogger("keras_rest_api.models.loading").setLevel(logging.ERROR)  # no "labels by index" warning per cycle
     return directory
 
 
 def cycles(repository: Any, name: str, count: int, batch: int, keep: bool = False) -> list[float]:
     import numpy as np
 
-    import models
+    from keras_rest_api import models
 
     figures, kept = [], []
     for cycle in range(1, count + 1):
@@ -74,10 +73,10 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
     args = parser.parse_args()
 
-    import models
-    import run_model_server
+    from keras_rest_api import models
+    from keras_rest_api import settings
 
-    config = run_model_server.settings_dict()
+    config = settings.load()
     with tempfile.TemporaryDirectory() as tmp:
         name = args.model
         if args.keras:

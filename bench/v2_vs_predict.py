@@ -24,10 +24,6 @@ from typing import Callable
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# tests/ for the harness, imported as `harness` exactly as the tests import it.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
 
 def predict_call(url: str, image: bytes) -> Callable[[requests.Session], int]:
     def call(session: requests.Session) -> int:
@@ -76,7 +72,7 @@ def closed_loop(call: Callable[[requests.Session], int], clients: int, seconds: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--start", action="store_true", help="start the system (tests/harness.py) instead of --url")
+    parser.add_argument("--start", action="store_true", help="start the system (tests/support/harness.py) instead of --url")
     parser.add_argument("--image", required=True, type=Path)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
@@ -87,7 +83,7 @@ def main() -> int:
 
     stack = None
     if args.start:
-        from harness import Stack
+        from tests.support.harness import Stack
 
         stack = Stack(Path(tempfile.mkdtemp(prefix="v2bench-")), {})
         stack.start()

@@ -27,8 +27,8 @@
 # Options (environment):
 #   VHOST_PORT (default 80; another port gets its own Listen line), SERVER_NAME (default localhost),
 #   SERVICE_USER (default keras-model-server)
-#   Redis with ACL users (see README "Security"; redis_security.py rules prints them):
-#     REDIS_SECRETS_DIR  a folder made by `redis_security.py prepare` (run.sh's .run/redis-secrets):
+#   Redis with ACL users (see README "Security"; keras-rest-api-redis-users rules prints them):
+#     REDIS_SECRETS_DIR  a folder made by `python -m keras_rest_api.queue.redis_users prepare` (run.sh's .run/redis-secrets):
 #                        web.password, model_server.password and tls/ca.crt are taken from it
 #     REDIS_WEB_USER (default web), REDIS_WEB_PASSWORD_FILE
 #     REDIS_MODEL_SERVER_USER (default model_server), REDIS_MODEL_SERVER_PASSWORD_FILE
@@ -63,7 +63,7 @@ runuser -u www-data -- test -r "$project/keras_rest_api_app.wsgi" -a -x "$venv/b
 [ -e /etc/apache2/sites-available/keras-rest-api.conf ] && [ ! -e "$conf_dir/installed" ] \
   && fail "/etc/apache2/sites-available/keras-rest-api.conf exists but was not installed by this script: remove it first"
 [ -n "${REDIS_PASSWORD:-}" ] && fail "REDIS_PASSWORD is set: the tiers are different Redis users with passwords of their own; put them in files and set REDIS_WEB_PASSWORD_FILE and REDIS_MODEL_SERVER_PASSWORD_FILE (or REDIS_SECRETS_DIR)"
-[ -n "$secrets_dir" ] && [ ! -d "$secrets_dir" ] && fail "REDIS_SECRETS_DIR=$secrets_dir is not a folder (expected one made by redis_security.py prepare)"
+[ -n "$secrets_dir" ] && [ ! -d "$secrets_dir" ] && fail "REDIS_SECRETS_DIR=$secrets_dir is not a folder (expected one made by python -m keras_rest_api.queue.redis_users prepare)"
 for secret in "$web_password_file" "$model_password_file" "$ca_file" "${API_KEYS_FILE:-}"; do
   [ -z "$secret" ] || [ -s "$secret" ] || fail "$secret does not exist or is empty (expected the secret on its first line)"
 done
@@ -129,8 +129,8 @@ install -d -m 0755 -o "$service_user" -g "$service_user" /var/cache/keras-rest-a
 # Each tier's credentials, tried as that tier's own user (so the file permissions are tried too).
 probe_as() {
   local user="$1" tier_env="$2" status=0
-  runuser -u "$user" -- sh -c 'set -a; . "$1"; . "$2"; set +a; exec "$3" "$4" probe' sh \
-    "$conf_dir/env" "$tier_env" "$venv/bin/python" "$project/redis_security.py" || status=$?
+  runuser -u "$user" -- sh -c 'set -a; . "$1"; . "$2"; set +a; cd "$4" && exec "$3" -m keras_rest_api.queue.redis_users probe' sh \
+    "$conf_dir/env" "$tier_env" "$venv/bin/python" "$project" || status=$?
   case "$status" in
     0) log "Redis accepts the $user tier's credentials" ;;
     3) log "warning: Redis does not answer now; start it before the services (the $user tier's credentials are untried)" ;;

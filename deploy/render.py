@@ -18,10 +18,10 @@ readable only by the tier that needs them), and a REDIS_URL with a password in i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shlex
-import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -32,7 +32,7 @@ PROJECT = HERE.parent
 CONF_DIR = "/etc/keras-rest-api"
 ENV_FILE = f"{CONF_DIR}/env"
 # Per tier: its Redis user and password file (and the web tier's API keys). The two tiers are
-# different Redis users with different rights (redis_security.py), so each reads only its own.
+# different Redis users with different rights (keras_rest_api/queue/redis_users.py), so each reads only its own.
 WEB_ENV_FILE = f"{CONF_DIR}/web.env"
 MODEL_SERVER_ENV_FILE = f"{CONF_DIR}/model-server.env"
 # Secrets install.sh copies in: the web tier's 0640 root:www-data (Apache's daemons read them),
@@ -89,19 +89,19 @@ application = runpy.run_path({entry!r})["application"]
 
 
 def load_settings() -> dict[str, object]:
-    """settings.py's values under the current environment, as the services will see them.
+    """The settings under the current environment, as the services will see them.
 
-    The settings.py beside this renderer: the installed checkout runs the same code."""
-    sys.path.insert(0, str(PROJECT))
-    try:
-        import settings
-    finally:
-        sys.path.remove(str(PROJECT))
+    Read with the settings module of the checkout beside this renderer (the installed checkout
+    runs the same code), loaded from its file: nothing else of the package, nor its
+    dependencies, need be importable yet."""
+    spec = importlib.util.spec_from_file_location("_keras_rest_api_settings",
+                                                  PROJECT / "keras_rest_api" / "settings.py")
+    assert spec is not None and spec.loader is not None
+    settings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(settings)
     # Secrets (REDIS_PASSWORD, API_KEYS) never go into rendered files: use the *_FILE settings.
-    secrets = set(getattr(settings, "_SECRETS", ()))
-    return {name: getattr(settings, name) for name in dir(settings)
-            if name.isupper() and not name.startswith("_") and name not in secrets
-            and isinstance(getattr(settings, name), (str, int, float))}
+    secrets = set(settings._SECRETS)
+    return {name: value for name, value in settings.load().items() if name not in secrets}
 
 
 def template_values(values: Mapping[str, object], project: Path, venv: Path, port: int,

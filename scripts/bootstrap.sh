@@ -9,9 +9,9 @@ project="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV:-$project/.venv}"
 log() { echo "[bootstrap] $*" >&2; }
 
-# chromium and chromium-driver: the browser tests of the pages (tests/test_browser.py).
+# chromium and chromium-driver: the browser tests of the pages (tests/system/test_browser.py).
 # libapache2-mod-security2: Apache reads request bodies whole before the app sees them (apache/buffer-bodies.conf).
-# openssl: the CA and certificate of Redis's TLS port (redis_security.py, with rediss:// URLs).
+# openssl: the CA and certificate of Redis's TLS port (keras_rest_api/queue/redis_users.py, with rediss:// URLs).
 apt_packages=(redis-server redis-tools apache2 apache2-dev libapache2-mod-security2 python3 python3-venv python3-dev curl iproute2 openssl chromium chromium-driver)
 missing=()
 for package in "${apt_packages[@]}"; do
@@ -36,8 +36,8 @@ fi
 
 # Dependencies come from pyproject.toml: the runtime ones plus the extras in EXTRAS
 # (default: test and bench, so ./test.sh and the benchmark work; EXTRAS=jax or torch adds a
-# Keras backend). Only the dependencies are installed, not the project's own modules: the
-# service runs from this checkout (see pyproject.toml). A stamp of pyproject.toml and the
+# Keras backend). Then the package itself, editable: the venv's console scripts
+# (keras-model-server, ...) run this checkout's code. A stamp of pyproject.toml and the
 # extras makes re-runs instant; any change to either reinstalls.
 extras="${EXTRAS-test,bench}"
 # The Keras backend's own extra: `KERAS_BACKEND=jax ./run.sh` installs jax on a fresh machine.
@@ -56,6 +56,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   # A cached mod_wsgi wheel may have been built against another libpython: build it here.
   "$venv/bin/pip" install -q --no-cache-dir "$(grep -E '^mod_wsgi' "$requirements")"
   "$venv/bin/pip" install -q -r "$requirements"
+  "$venv/bin/pip" install -q "setuptools>=68"  # the package's build backend, for the offline build below
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$project"
   rm -f "$requirements"
   trap - EXIT
   echo "$wanted" > "$stamp"

@@ -2,9 +2,8 @@
 
     python scripts/requirements.py [EXTRA ...]     # runtime dependencies plus the extras named
 
-scripts/bootstrap.sh installs the project's dependencies this way instead of `pip install .`:
-the service runs from its checkout, so its modules must not be installed into site-packages
-(see the comment at the top of pyproject.toml). Standard library only (Python 3.11+).
+scripts/bootstrap.sh installs the project's dependencies this way (pip cannot install only an
+extra's dependencies), then the package itself. Standard library only (Python 3.11+).
 """
 from __future__ import annotations
 

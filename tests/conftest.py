@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -10,13 +9,10 @@ from typing import Any, Iterator
 import pytest
 import redis
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
+from keras_rest_api import settings
+from tests.support.harness import RedisServer
 
-import run_model_server  # noqa: E402
-from harness import RedisServer  # noqa: E402
-
-pytest_plugins = ["web_fixtures"]
+pytest_plugins = ["tests.support.web_fixtures"]
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +34,7 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture()
 def config(redis_server: RedisServer) -> dict[str, Any]:
     """The settings, pointed at the test Redis under a key prefix of this test's own."""
-    values = run_model_server.settings_dict()
+    values = settings.load()
     values.update(
         # As the admin user (every key: tests use their own prefixes), credentials from its file.
         **redis_server.settings_for("admin"),
@@ -76,8 +72,8 @@ def tiny_model(tiny_model_files: dict[str, str]):
     """The tiny model loaded through the same interface the model server uses."""
     import numpy as np
 
-    from models import load_model
-    from models.backends import warm_up_sizes
+    from keras_rest_api.models import load_model
+    from keras_rest_api.models.backends import warm_up_sizes
 
     model = load_model(tiny_model_files)
     # Traced/compiled for every batch size the tests form (at most 8), as the model server's

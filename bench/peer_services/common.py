@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 
 PROJECT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT))
 
-from imaging import decode_image  # noqa: E402  (Pillow + numpy only)
+from keras_rest_api.imaging.decode import decode_image  # noqa: E402  (Pillow + numpy only)
 
 SIZE = (224, 224)
 MAX_PIXELS = 50_000_000  # settings.MAX_IMAGE_PIXELS default

@@ -1,0 +1,101 @@
+"""The service's errors: each carries the HTTP status it is answered with.
+
+Every part raises these (or lets a `redis.RedisError` through), and one table in
+`keras_rest_api.web.errors` renders them for every route family: the `/predict` family's
+`{"success": false, "error": ...}` and the Open Inference Protocol's `{"error": ...}` are two
+shapes of the same answer, so no route can tell a client more than another does.
+
+A message says what was expected, what was received and how to fix it; it is shown to the
+client, so it never holds addresses, users, exception texts or other internals.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "ServiceError", "BadRequest", "ProtocolError", "ImageError", "NotFound", "ModelNotFound",
+    "PayloadTooLarge", "ImageTooLarge", "UnsupportedMediaType", "ServiceUnavailable", "NoModelServer",
+    "BadGateway", "GatewayTimeout",
+]
+
+
+class ServiceError(Exception):
+    """An answer other than success: `status` is its HTTP status, `headers` its extra headers."""
+
+    status = 500
+
+    def __init__(self, message: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(ServiceError, ValueError):
+    """The request is malformed or asks for something out of range: 400."""
+
+    status = 400
+
+
+class ProtocolError(BadRequest):
+    """An Open Inference Protocol request this service cannot answer (400 unless given)."""
+
+
+class ImageError(BadRequest):
+    """An upload that cannot be classified (not an image, corrupt, bad geometry): 400."""
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class ModelNotFound(NotFound):
+    """The request names a model or version no live model server serves: 404."""
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+
+
+class ImageTooLarge(ImageError):
+    """An image whose pixels or decode would exceed the limits: 413."""
+
+    status = 413
+
+
+class UnsupportedMediaType(ImageError):
+    """A body of a type the route does not parse: 415."""
+
+    status = 415
+
+
+class ServiceUnavailable(ServiceError):
+    """Answered with 503 and Retry-After: the client should try again shortly."""
+
+    status = 503
+
+    def __init__(self, message: str = "", retry_after: int | None = None) -> None:
+        super().__init__(message)
+        # None: the service's RETRY_AFTER_SECONDS, filled in when the answer is rendered.
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
+
+class NoModelServer(ServiceUnavailable):
+    """Nothing can answer yet (no model server, or the model is still loading): 503."""
+
+
+class BadGateway(ServiceError):
+    """A model server answered something this web tier cannot use: 502."""
+
+    status = 502
+
+
+class GatewayTimeout(ServiceError):
+    """No answer from the model within the request's deadline: 504."""
+
+    status = 504

@@ -1,0 +1,420 @@
+"""Redis access by role: ACL users and passwords, optional TLS, and the client side of both.
+
+When `run.sh` or the test harness starts Redis itself, `prepare` writes everything that Redis
+needs to refuse whoever is not one of the service's tiers:
+
+    <secrets dir>/            0750 root:www-data (0700 when not run as root)
+        users.acl             0600  the ACL: `default` off; web, model_server and admin users,
+                                    each with its password's SHA-256 only (no plain password)
+        web.password          0640 root:www-data  read by Apache's daemons (www-data)
+        model_server.password 0600
+        admin.password        0600  operators and tests (every command, every key)
+        redis.conf            0600  what redis-server is started with (no password in it)
+        tls/                  with --tls: a CA made here and Redis's certificate, signed by it
+
+Each tier's user may run only the commands it issues, and only on its own keys (Redis 7 ACL
+selectors pair commands with key patterns): the web user can queue a job, set, read and
+delete its pending marker, wait for or peek at results and read heartbeats, but cannot write
+a result or a heartbeat, delete queue entries, flush, or reconfigure Redis; the model-server
+user can consume the queue and write results and heartbeats, and nothing else. See `acl_rules`, and the README
+("Pointing the tiers at an existing Redis") for creating the same users on a Redis of your own.
+
+Passwords reach a client through REDIS_USERNAME and REDIS_PASSWORD_FILE (or REDIS_PASSWORD),
+never through the URL, a command line or a log line: `client_options` turns the settings into
+redis-py keyword arguments, and `redact_url` is what any log line shows of a URL.
+
+As a program (`python -m keras_rest_api.queue.redis_users`, used by run.sh; prints only paths and
+user names, never a password):
+    keras-rest-api-redis-users prepare --dir .run/redis-secrets --data-dir .run/redis --port 6379 [--tls]
+    keras-rest-api-redis-users probe [--wait SECONDS] [--role admin --dir DIR]
+    keras-rest-api-redis-users rules      # ACL SETUSER commands for a Redis of your own
+"""
+from __future__ import annotations
+
+import argparse
+import grp
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import redis
+
+from keras_rest_api import settings
+from keras_rest_api.queue.records import Keys
+
+log = logging.getLogger("redis_security")
+
+WEB, MODEL_SERVER, ADMIN = "web", "model_server", "admin"
+ROLES = (WEB, MODEL_SERVER, ADMIN)
+# Apache started as root runs its daemons with this group (APACHE_GROUP, as apache/serve.sh
+# reads it); they must read the web password.
+DEFAULT_WEB_GROUP = "www-data"
+# Characters that are special in Redis glob patterns: escaped so a prefix is matched literally.
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+# ACL rules are whitespace-separated words, so a key prefix may not contain whitespace.
+_NAME = re.compile(r"[^\s()]{1,200}")
+_URL_USERINFO = re.compile(r"^(\w+://)([^@/]*@)")
+
+
+class RedisSecurityError(ValueError):
+    """A Redis security setting that cannot work (unreadable password file, bad combination)."""
+
+
+# --- the rules ---------------------------------------------------------------------------------
+def _glob(literal: str) -> str:
+    return _GLOB_SPECIAL.sub(r"\\\1", literal)
+
+
+def key_patterns(prefix: str, queue_name: str) -> dict[str, str]:
+    """ACL key patterns (literal prefix and queue name, glob tail) of every key the service uses,
+    taken from the protocol's own key layout (protocol.Keys)."""
+    for what, value in (("KEY_PREFIX", prefix), ("QUEUE_NAME", queue_name)):
+        if not _NAME.fullmatch(value):
+            raise RedisSecurityError(f"{what} must be 1-200 characters without spaces or parentheses "
+                                     f"to be written into Redis ACL rules, received {value!r}.")
+    keys = Keys(_glob(prefix), _glob(queue_name))
+    return {"queue": keys.all_queues, "result": keys.all_results, "pending": keys.all_pending,
+            "servers": keys.servers, "server": keys.all_servers}
+
+
+def acl_rules(role: str, prefix: str, queue_name: str) -> str:
+    """The ACL rules of `role` (without its password), for `ACL SETUSER name on >PASSWORD <rules>`.
+
+    Every command each tier issues (see jobqueue.py) is listed with the keys it may touch; a
+    command is allowed only when one selector `( ... )` allows it on all its keys. Commands run
+    inside a Lua script are checked the same way, so the web user's submit script can XADD to the
+    queue and SET a pending marker, but no script of its own can write a result.
+    """
+    k = key_patterns(prefix, queue_name)
+    base = "resetkeys resetchannels -@all +ping +select"
+    if role == WEB:
+        return " ".join([
+            base,
+            # The submit script (jobqueue._SUBMIT_SCRIPT): loaded once, then run by its SHA.
+            "+script|load",
+            f"(+evalsha %RW~{k['queue']} %RW~{k['pending']})",
+            f"(+xadd %W~{k['queue']})",
+            f"(+xlen %R~{k['queue']})",
+            # Pending markers: set by the submit script, read by GET /result, deleted once answered.
+            f"(+set +del %W~{k['pending']})",
+            f"(+get %R~{k['pending']})",
+            # BLPOP takes the answer off its list; GET /result only peeks (LINDEX).
+            f"(+blpop +lindex %RW~{k['result']})",
+            # Heartbeats: read only (ZRANGE BYSCORE, MGET); model servers prune stale entries.
+            f"(+zrangebyscore %R~{k['servers']})",
+            f"(+mget %R~{k['server']})",
+        ])
+    if role == MODEL_SERVER:
+        return " ".join([
+            base,
+            "+multi +exec +discard",
+            # Consumer group: create, read, take over, count deliveries, acknowledge and delete.
+            f"(+xgroup|create +xreadgroup +xautoclaim +xpending +xack +xdel %RW~{k['queue']})",
+            # XLEN: a draining version is unloaded only once its queue is empty.
+            f"(+xlen %R~{k['queue']})",
+            f"(+rpush +pexpire %W~{k['result']})",
+            f"(+set +del %W~{k['server']})",
+            f"(+zadd +zrem +zremrangebyscore %W~{k['servers']})",
+        ])
+    if role == ADMIN:
+        return "resetkeys resetchannels ~* &* +@all"
+    raise RedisSecurityError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+
+
+def acl_file_text(password_hashes: Mapping[str, str], prefix: str, queue_name: str) -> str:
+    """An ACL file: the default user off, and each role with the SHA-256 of its password."""
+    lines = ["user default off resetkeys resetchannels -@all"]
+    for role in ROLES:
+        lines.append(f"user {role} on #{password_hashes[role]} {acl_rules(role, prefix, queue_name)}")
+    return "\n".join(lines) + "\n"
+
+
+# --- files -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA and the Redis server's certificate and key, signed by it."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `prepare` wrote: the redis.conf to start redis-server with, and each role's files."""
+
+    directory: Path
+    conf: Path
+    acl: Path
+    tls: TlsFiles | None
+
+    def password_file(self, role: str) -> Path:
+        return self.directory / f"{role}.password"
+
+    def password(self, role: str) -> str:
+        return read_secret_file(self.password_file(role), f"the {role} password file")
+
+    def client_settings(self, role: str) -> dict[str, str]:
+        """The settings (environment) a tier needs to connect as `role`."""
+        values = {"REDIS_USERNAME": role, "REDIS_PASSWORD_FILE": str(self.password_file(role))}
+        if self.tls is not None:
+            values["REDIS_TLS_CA_FILE"] = str(self.tls.ca_cert)
+        return values
+
+
+def _web_group(name: str) -> int | None:
+    """The gid of `name` when this process may hand files to it (it runs as root), else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        log.warning("group %r does not exist; the web password file stays readable by root only", name)
+        return None
+
+
+def _write_private(path: Path, text: str, mode: int = 0o600, gid: int | None = None) -> None:
+    """Write `path` so that it is never readable beyond `mode`, not even for an instant."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    if gid is not None:
+        os.chown(tmp, -1, gid)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def read_secret_file(path: str | os.PathLike[str], what: str) -> str:
+    """The secret in a file (first line, surrounding whitespace dropped); the error never shows it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.readline().strip()
+    except OSError as exc:
+        raise RedisSecurityError(
+            f"{what} {os.fspath(path)!r} cannot be read ({type(exc).__name__}: {exc.strerror}). Expected a "
+            f"file readable by this process's user (uid {os.geteuid()}) holding the secret on its first line."
+        ) from None
+    if not value:
+        raise RedisSecurityError(f"{what} {os.fspath(path)!r} is empty; expected the secret on its first line.")
+    return value
+
+
+def generate_tls(directory: Path, hosts: Sequence[str], gid: int | None = None) -> TlsFiles:
+    """A CA (kept if present) and a certificate for Redis valid for `hosts` (IPs or names), by openssl."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o750 if gid is not None else 0o755)
+    if gid is not None:
+        os.chown(directory, -1, gid)
+    files = TlsFiles(directory / "ca.crt", directory / "redis.crt", directory / "redis.key")
+    ca_key = directory / "ca.key"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    old_umask = os.umask(0o077)  # keys are created 0600
+    try:
+        if not (files.ca_cert.exists() and ca_key.exists()):
+            _openssl(["req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(files.ca_cert), "-days", "3650",
+                      "-subj", "/CN=keras-rest-api Redis CA",
+                      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"])
+        san = ",".join(f"IP:{h}" if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", h) else f"DNS:{h}" for h in hosts)
+        extensions = directory / "redis.ext"
+        extensions.write_text(f"subjectAltName={san}\nextendedKeyUsage=serverAuth,clientAuth\n")
+        csr = directory / "redis.csr"
+        _openssl(["req", "-new", *ec, "-keyout", str(files.key), "-out", str(csr), "-subj", "/CN=redis"])
+        _openssl(["x509", "-req", "-in", str(csr), "-CA", str(files.ca_cert), "-CAkey", str(ca_key),
+                  "-CAcreateserial", "-out", str(files.cert), "-days", "825", "-extfile", str(extensions)])
+        csr.unlink()
+    finally:
+        os.umask(old_umask)
+    os.chmod(files.ca_cert, 0o644)  # public: every client verifies Redis with it
+    os.chmod(files.cert, 0o644)
+    return files
+
+
+def _openssl(args: list[str]) -> None:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RedisSecurityError(f"openssl {args[0]} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+
+
+def prepare(directory: str | os.PathLike[str], *, prefix: str, queue_name: str, data_dir: str | os.PathLike[str],
+            port: int, bind: Sequence[str] = ("127.0.0.1",), tls: bool = False, tls_hosts: Sequence[str] = (),
+            web_group: str | None = None) -> Prepared:
+    """Write the ACL, passwords (kept from an earlier run, so running tiers stay valid), TLS files
+    and redis.conf for a Redis that only the service's users may use."""
+    root = Path(directory).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    gid = _web_group(web_group or os.environ.get("APACHE_GROUP") or DEFAULT_WEB_GROUP)
+    os.chmod(root, 0o750 if gid is not None else 0o700)
+    if gid is not None:
+        os.chown(root, -1, gid)
+    hashes = {}
+    for role in ROLES:
+        path = root / f"{role}.password"
+        password = read_secret_file(path, f"the {role} password file") if path.exists() else secrets.token_urlsafe(32)
+        readable_by_web = role == WEB and gid is not None
+        _write_private(path, password + "\n", 0o640 if readable_by_web else 0o600, gid if readable_by_web else None)
+        hashes[role] = hashlib.sha256(password.encode()).hexdigest()
+    acl = root / "users.acl"
+    _write_private(acl, acl_file_text(hashes, prefix, queue_name))
+
+    tls_files = generate_tls(root / "tls", [*bind, *tls_hosts, "localhost"], gid) if tls else None
+    lines = [
+        f"bind {' '.join(bind)}",
+        # With the default user off, protected mode refuses nobody who has a password; it stays on.
+        "protected-mode yes",
+        f"dir {Path(data_dir).resolve()}",
+        'save ""',
+        "appendonly no",
+        # hz 100: Redis ends blocking waits (the batch window) to within 10 ms.
+        "hz 100",
+        "loglevel warning",
+        f"aclfile {acl}",
+    ]
+    if tls_files is None:
+        lines.append(f"port {port}")
+    else:
+        lines += ["port 0", f"tls-port {port}", f"tls-cert-file {tls_files.cert}", f"tls-key-file {tls_files.key}",
+                  f"tls-ca-cert-file {tls_files.ca_cert}",
+                  # Clients prove who they are with their password; a client certificate is optional.
+                  "tls-auth-clients optional"]
+    conf = root / "redis.conf"
+    _write_private(conf, "\n".join(lines) + "\n")
+    return Prepared(root, conf, acl, tls_files)
+
+
+# --- the client side ---------------------------------------------------------------------------
+def redact_url(url: str) -> str:
+    """`url` with any user:password part replaced, for log lines and error messages."""
+    return _URL_USERINFO.sub(r"\1***@", url)
+
+
+def client_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """redis-py keyword arguments (credentials, TLS files) from the settings in `config`.
+
+    REDIS_USERNAME with REDIS_PASSWORD_FILE (or REDIS_PASSWORD); with a `rediss://` REDIS_URL,
+    REDIS_TLS_CA_FILE (the CA that signed Redis's certificate) and, for Redis servers that
+    require client certificates, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE.
+    """
+    options: dict[str, Any] = {}
+    if re.match(r"\w+://[^@/]*:[^@/]+@", str(config.get("REDIS_URL", ""))):
+        log.warning("REDIS_URL carries a password; it can leak through settings dumps and process lists. "
+                    "Set REDIS_USERNAME and REDIS_PASSWORD_FILE instead.")
+    username = str(config.get("REDIS_USERNAME") or "")
+    password = str(config.get("REDIS_PASSWORD") or "")
+    password_file = str(config.get("REDIS_PASSWORD_FILE") or "")
+    if password and password_file:
+        raise RedisSecurityError("Both REDIS_PASSWORD and REDIS_PASSWORD_FILE are set; set only one "
+                                 "(REDIS_PASSWORD_FILE keeps the password out of the environment).")
+    if password_file:
+        password = read_secret_file(password_file, "REDIS_PASSWORD_FILE")
+    if username and not password:
+        raise RedisSecurityError(f"REDIS_USERNAME is {username!r} but no password is set; set "
+                                 "REDIS_PASSWORD_FILE to a file holding that user's password.")
+    if username:
+        options["username"] = username
+    if password:
+        options["password"] = password
+    tls = {"ssl_ca_certs": "REDIS_TLS_CA_FILE", "ssl_certfile": "REDIS_TLS_CERT_FILE",
+           "ssl_keyfile": "REDIS_TLS_KEY_FILE"}
+    given = {option: str(config.get(name) or "") for option, name in tls.items()}
+    if any(given.values()):
+        url = str(config.get("REDIS_URL", ""))
+        if not url.startswith("rediss://"):
+            raise RedisSecurityError(f"TLS files are set ({', '.join(n for o, n in tls.items() if given[o])}) but "
+                                     f"REDIS_URL is {redact_url(url)!r}; use a rediss:// URL to connect with TLS.")
+        options.update({option: value for option, value in given.items() if value})
+    return options
+
+
+def probe(url: str, options: Mapping[str, Any], timeout: float = 1.0) -> str:
+    """"ok" when Redis at `url` answers PING with these credentials, "unreachable" when nothing
+    answers there, "refused" when something answers but refuses them (or the TLS handshake)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, **options)
+    try:
+        client.ping()
+        return "ok"
+    except (redis.AuthenticationError, redis.ResponseError):
+        return "refused"
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # A TLS failure is a ConnectionError too, but something did answer on that port.
+        return "refused" if "SSL" in str(exc) or "certificate" in str(exc) else "unreachable"
+    finally:
+        client.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="keras-rest-api-redis-users", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    prep = commands.add_parser("prepare", help="write the ACL, passwords, TLS files and redis.conf; print "
+                               "shell assignments of their paths (never a password)")
+    prep.add_argument("--dir", required=True, help="the secrets folder")
+    prep.add_argument("--data-dir", required=True, help="redis-server's working folder")
+    prep.add_argument("--port", type=int, required=True)
+    prep.add_argument("--bind", action="append", help="addresses Redis listens on (default 127.0.0.1)")
+    prep.add_argument("--tls", action="store_true", help="TLS only, with a CA and certificate made here")
+    prep.add_argument("--tls-host", action="append", default=[], help="an extra name for Redis's certificate")
+    commands.add_parser("rules", help="print the ACL SETUSER commands that create the web and model_server "
+                        "users for KEY_PREFIX and QUEUE_NAME on a Redis of your own (passwords left to fill in)")
+    pro = commands.add_parser("probe", help="exit 0 if Redis at REDIS_URL answers with the configured "
+                              "credentials, 3 if nothing answers, 4 if it refuses them")
+    pro.add_argument("--wait", type=float, default=0.0, help="seconds to keep trying while nothing answers")
+    pro.add_argument("--role", choices=ROLES, help="connect as this role, with its password from --dir")
+    pro.add_argument("--dir", help="the secrets folder (with --role)")
+    args = parser.parse_args(argv)
+    try:
+        config = settings.load()
+    except ValueError as exc:
+        print(f"redis_users: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "prepare":
+            done = prepare(args.dir, prefix=config["KEY_PREFIX"], queue_name=config["QUEUE_NAME"],
+                           data_dir=args.data_dir, port=args.port, bind=args.bind or ["127.0.0.1"], tls=args.tls,
+                           tls_hosts=args.tls_host)
+            shell = {"redis_conf": str(done.conf)}
+            for role, name in ((WEB, "web"), (MODEL_SERVER, "model"), (ADMIN, "admin")):
+                shell[f"redis_{name}_user"] = role
+                shell[f"redis_{name}_password_file"] = str(done.password_file(role))
+            shell["redis_ca_file"] = str(done.tls.ca_cert) if done.tls else ""
+            print("\n".join(f"{name}={shlex.quote(value)}" for name, value in shell.items()))
+            return 0
+        if args.command == "rules":
+            for role in (WEB, MODEL_SERVER):
+                print(f"ACL SETUSER {role} reset on >{role.upper()}_PASSWORD "
+                      f"{acl_rules(role, config['KEY_PREFIX'], config['QUEUE_NAME'])}")
+            return 0
+        if args.role:
+            if not args.dir:
+                parser.error("--role needs --dir")
+            config.update(Prepared(Path(args.dir), Path(), Path(), None).client_settings(args.role))
+        options = client_options(config)
+        deadline = time.monotonic() + args.wait
+        while True:
+            outcome = probe(config["REDIS_URL"], options)
+            if outcome != "unreachable" or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+    except RedisSecurityError as exc:
+        print(f"redis_users: {exc}", file=sys.stderr)
+        return 2
+    if outcome == "refused":
+        print(f"redis_users: Redis at {redact_url(config['REDIS_URL'])} answers but refuses these credentials "
+              f"(REDIS_USERNAME={config.get('REDIS_USERNAME') or '(none)'}). Set REDIS_USERNAME and "
+              "REDIS_PASSWORD_FILE for it, or stop it so that run.sh starts its own.", file=sys.stderr)
+        return 4
+    return 0 if outcome == "ok" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""What mod_wsgi serves: the app built from the settings in the environment.
+
+`keras_rest_api_app.wsgi` (the card's WSGI script, which Apache loads) takes `application`
+from `load_application()`.
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from keras_rest_api import settings
+from keras_rest_api.imaging.budget import set_malloc_policy
+from keras_rest_api.logs import configure_logging
+from keras_rest_api.web.app import create_app
+
+
+def load_application() -> Flask:
+    """The web tier's app for this daemon process; a setting that does not parse raises ValueError."""
+    config = settings.load()
+    configure_logging(config["LOG_LEVEL"])
+    # Set before the first request is parsed, not only in create_app: set late, the daemons
+    # paid 2-10 page faults per request instead of under 1.
+    set_malloc_policy(config["MALLOC_KEEP_BYTES"])
+    return create_app(config)

@@ -1,0 +1,213 @@
+"""Test harness: the whole system as real processes: Redis, model servers, Apache (mod_wsgi-express).
+
+Used by the system tests and the benchmark (bench/benchmark.py imports it as
+`tests.support.harness`), so both exercise exactly what `run.sh` runs.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import redis
+import requests
+
+from keras_rest_api.queue import redis_users
+from keras_rest_api.queue.jobs import JobQueue, queue_from_settings
+from keras_rest_api.settings import load as load_settings
+
+# The checkout: tests/support/harness.py is two folders below it.
+PROJECT = Path(__file__).resolve().parents[2]
+VENV_PYTHON = PROJECT / ".venv" / "bin" / "python"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait (bounded) for a process outside this one to reach a state; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class RedisServer:
+    """A real redis-server process on a free loopback port, always with ACL users (see
+    keras_rest_api/queue/redis_users.py): the default user is off, each tier has its own user,
+    and with `tls` it speaks only TLS, with a CA made at start.
+
+    `url` connects as the admin user, password included: for the tests' own inspection only,
+    never handed to a tier. A tier gets `service_url` (no credentials in it) and `settings_for`
+    its role. Secrets go to `secrets_dir`, which Apache's www-data must be able to reach.
+    """
+
+    def __init__(self, directory: Path, *, prefix: str = "kras", queue_name: str = "image_queue",
+                 tls: bool = False, secrets_dir: Path | None = None) -> None:
+        self.directory = directory
+        self.secrets_dir = secrets_dir or directory / "redis-secrets"
+        self.prefix, self.queue_name, self.tls = prefix, queue_name, tls
+        self.port = free_port()
+        self.service_url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
+        self.prepared: redis_users.Prepared | None = None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        password = self._prepare().password(redis_users.ADMIN)
+        return self.service_url.replace("://", f"://{redis_users.ADMIN}:{password}@", 1)
+
+    def settings_for(self, role: str) -> dict[str, str]:
+        """The settings a process needs to connect as `role` (web, model_server or admin)."""
+        return {"REDIS_URL": self.service_url, **self._prepare().client_settings(role)}
+
+    def client(self, role: str = redis_users.ADMIN, **options: object) -> redis.Redis:
+        """A client connected as `role`."""
+        return redis.Redis.from_url(self.service_url, **redis_users.client_options(self.settings_for(role)),
+                                    **options)
+
+    def _prepare(self) -> redis_users.Prepared:
+        if self.prepared is None:
+            # Passwords are kept across restarts, so running tiers reconnect to a restarted Redis.
+            self.prepared = redis_users.prepare(self.secrets_dir, prefix=self.prefix, queue_name=self.queue_name,
+                                                   data_dir=self.directory, port=self.port, tls=self.tls)
+        return self.prepared
+
+    def start(self) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise RuntimeError("redis-server is not installed; run ./test.sh, which installs it")
+        self.prepared = None
+        # The configuration file carries the ACL file's path: no password on the command line.
+        self.process = subprocess.Popen([executable, str(self._prepare().conf)], stdout=subprocess.DEVNULL)
+        client = self.client(socket_connect_timeout=0.2)
+        wait_until(lambda: _pings(client), 10, f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+class Stack:
+    """Redis, model servers and Apache as processes, with logs in `workdir`; `stop` ends them all."""
+
+    def __init__(self, workdir: Path, settings: Mapping[str, object], redis_tls: bool = False) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **{k: str(v) for k, v in settings.items()},
+                    "PORT": str(self.port), "HOST": "127.0.0.1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        # Apache's daemons run as www-data when started by root; its files must be reachable.
+        self.server_root = Path(tempfile.mkdtemp(prefix="kras-apache-"))
+        os.chmod(self.server_root, 0o755)
+        self.redis = RedisServer(workdir, prefix=self.env.get("KEY_PREFIX") or "kras",
+                                 queue_name=self.env.get("QUEUE_NAME") or "image_queue", tls=redis_tls,
+                                 secrets_dir=self.server_root / "redis-secrets")
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, model_servers: int = 1, timeout: float = 120) -> None:
+        self.redis.start()
+        self.env["REDIS_URL"] = self.redis.service_url
+        for n in range(model_servers):
+            self.start_model_server(f"model_server{'' if n == 0 else n}")
+        self.spawn("apache", [str(PROJECT / "apache" / "serve.sh")], APACHE_SERVER_ROOT=str(self.server_root / "root"),
+                   **self.redis.settings_for(redis_users.WEB))
+        wait_until(self._ready, timeout, f"{self.url}/ready (logs in {self.workdir})")
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """An Authorization header with the first configured API key (none when the API is open)."""
+        pairs = [pair for pair in self.env.get("API_KEYS", "").split(",") if ":" in pair]
+        return {"Authorization": f"Bearer {pairs[0].split(':', 1)[1].strip()}"} if pairs else {}
+
+    @property
+    def model_server(self) -> subprocess.Popen:
+        return self.processes["model_server"]
+
+    def start_model_server(self, name: str, **extra: str) -> subprocess.Popen:
+        return self.spawn(name, [str(VENV_PYTHON), "run_model_server.py"], MODEL_SERVER_NAME=name,
+                          **{**self.redis.settings_for(redis_users.MODEL_SERVER), **extra})
+
+    def spawn(self, name: str, command: list[str], **extra: str) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")
+        process = subprocess.Popen(command, cwd=PROJECT, env={**self.env, **extra}, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def _ready(self) -> bool:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited: {self.log(name)[-3000:]}")
+        try:
+            return requests.get(f"{self.url}/ready", headers=self.auth_headers, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def queue(self) -> JobQueue:
+        """The stack's job queue, as its tiers see it (for assertions on Redis state)."""
+        names = ("KEY_PREFIX", "QUEUE_NAME", "CONSUMER_GROUP")
+        config = {**load_settings(), **{k: self.env[k] for k in names if k in self.env},
+                  **self.redis.settings_for(redis_users.ADMIN)}
+        return queue_from_settings(config, read_timeout=10.0)
+
+    def model_queue(self, version: str = "1") -> JobQueue:
+        """The queue of the model the stack serves from a .keras file (MODEL), as its only version."""
+        return self.queue().for_model(Path(self.env["MODEL"]).stem, version)
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def signal(self, name: str, signum: int) -> None:
+        os.killpg(self.processes[name].pid, signum)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            try:
+                os.killpg(process.pid, signal.SIGCONT)
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+        self.redis.stop()
+        shutil.rmtree(self.server_root, ignore_errors=True)
+
+
+@contextmanager
+def running_stack(workdir: Path, settings: Mapping[str, object], **options: Any) -> Iterator[Stack]:
+    """A started Stack (Redis, a model server, Apache), stopped on leaving, whatever happened."""
+    if shutil.which("apxs") is None or not (PROJECT / ".venv/bin/mod_wsgi-express").exists():
+        raise RuntimeError("Apache/mod_wsgi is not installed; run ./test.sh, which installs it")
+    stack = Stack(workdir, settings, **options)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,203 @@
+"""Fault injection with real processes: Apache, Redis and model servers, flooded while they fail.
+
+Each test reports requests sent, answered ok, answered with an error, lost (no HTTP answer at
+all: must be 0) and answered twice (a second result written for a request: must be 0). Run
+alone with `./test.sh -m faults`.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from keras_rest_api import stress
+from tests.support.harness import Stack, wait_until
+
+pytestmark = pytest.mark.faults
+
+PREFIX = "faults"
+LOST = ("ConnectionError", "Timeout", stress.NO_ANSWER)
+
+
+def start_stack(workdir: Path, model_files: dict[str, str], servers: int, **overrides: Any) -> Stack:
+    settings = {
+        **model_files, "KEY_PREFIX": PREFIX, "BATCH_SIZE": 8, "BATCH_WAIT_MS": 0, "QUEUE_BLOCK_MS": 200,
+        "CLAIM_IDLE_MS": 1000, "HEARTBEAT_INTERVAL": 0.5, "HEARTBEAT_TTL": 3, "REQUEST_TIMEOUT": 15,
+        "RESULT_TTL": 5, "WSGI_PROCESSES": 2, "WSGI_THREADS": 16, "MAX_QUEUE_LENGTH": 2000, **overrides,
+    }
+    stack = Stack(workdir, settings)
+    try:
+        stack.start(model_servers=servers)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def report(name: str, summary: dict[str, Any], twice: int) -> dict[str, int]:
+    """The figures each fault test asserts on, printed for the record (pytest -s shows them)."""
+    lost = sum(summary["failures"].get(kind, 0) for kind in LOST)
+    figures = {"sent": summary["sent"], "ok": summary["ok"], "error": summary["failed"] - lost,
+               "lost": lost, "twice": twice}
+    print(f"\n[{name}] " + "  ".join(f"{k} {v}" for k, v in figures.items()) + f"  failures {summary['failures']}")
+    return figures
+
+
+def results_left(stack: Stack) -> int:
+    """Result keys nobody collected: after a flood whose clients all got answers, each is a
+    second answer to a request that was already answered."""
+    queue = stack.queue()
+    return sum(1 for _ in queue.redis.scan_iter(match=queue.keys.all_results, count=1000))
+
+
+def holds_claims(stack: Stack, consumer: str) -> bool:
+    """Whether `consumer` has claimed images it has not answered yet."""
+    queue = stack.model_queue()
+    pending = queue.redis.xpending(queue.stream, queue.group)
+    return any(c["name"] == consumer.encode() and c["pending"] > 0 for c in pending["consumers"] or [])
+
+
+def served_by(stack: Stack) -> Counter:
+    """Batches each live model server ran, from their heartbeats."""
+    return Counter({s.name: sum(s.batch_sizes.values()) for s in stack.queue().live_servers(ttl=10)})
+
+
+def flood_while(stack: Stack, image: Path, fault, requests_total: int = 150, interval: float = 0.02) -> dict:
+    """Flood the service, running `fault` in a thread once the flood is under way."""
+    injector = threading.Thread(target=fault)
+    timer = threading.Timer(requests_total * interval / 3, injector.start)
+    timer.start()
+    try:
+        return stress.run_flood(f"{stack.url}/predict", image, requests_total=requests_total,
+                                     interval=interval, timeout=30)
+    finally:
+        timer.join()
+        if injector.is_alive() or injector.ident:
+            injector.join(30)
+
+
+def test_sigkill_mid_flood_loses_nothing(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=2)
+    try:
+        def kill_while_it_holds_a_batch() -> None:
+            wait_until(lambda: holds_claims(stack, "model_server"), 10, "model_server to claim a batch")
+            stack.signal("model_server", signal.SIGKILL)
+
+        summary = flood_while(stack, image_file, kill_while_it_holds_a_batch)
+        twice = results_left(stack)
+        figures = report("sigkill", summary, twice)
+        assert stack.model_server.wait(5) == -signal.SIGKILL
+        assert figures["lost"] == 0 and figures["twice"] == 0
+        assert figures["ok"] == figures["sent"], summary["failure_examples"]
+        # The killed server had a batch in hand: the survivor answered it.
+        assert "abandoned jobs" in stack.log("model_server1")
+    finally:
+        stack.stop()
+
+
+def test_three_servers_share_a_flood(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=3)
+    try:
+        summary = stress.run_flood(f"{stack.url}/predict", image_file, requests_total=150, interval=0.01)
+        time.sleep(1)  # one heartbeat, so the batch counts are current
+        figures = report("three servers", summary, results_left(stack))
+        assert figures["ok"] == figures["sent"] and figures["twice"] == 0
+        shares = served_by(stack)
+        assert len(shares) == 3 and all(count > 0 for count in shares.values()), shares
+    finally:
+        stack.stop()
+
+
+def test_sigterm_finishes_the_batch_in_hand(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=2)
+    try:
+        summary = flood_while(stack, image_file, lambda: stack.signal("model_server", signal.SIGTERM))
+        figures = report("sigterm", summary, results_left(stack))
+        assert stack.model_server.wait(10) == 0
+        assert figures["ok"] == figures["sent"] and figures["twice"] == 0
+        assert "stopped" in stack.log("model_server")
+    finally:
+        stack.stop()
+
+
+def test_redis_restart_mid_flood(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=1)
+
+    def restart_redis() -> None:
+        stack.redis.stop()
+        time.sleep(1.0)
+        stack.redis.start()
+
+    try:
+        summary = flood_while(stack, image_file, restart_redis, requests_total=200, interval=0.02)
+        figures = report("redis restart", summary, results_left(stack))
+        # Requests caught by the outage are answered 503/504 JSON; none hangs or goes unanswered.
+        assert figures["lost"] == 0
+        assert set(summary["failures"]) <= {"503", "504"}, summary["failure_examples"]
+        assert figures["ok"] > 0
+        # Both tiers recover without a restart.
+        after = stress.run_flood(f"{stack.url}/predict", image_file, requests_total=20, interval=0.05)
+        assert after["ok"] == 20, after["failure_examples"]
+        assert "Redis unreachable" in stack.log("model_server")
+    finally:
+        stack.stop()
+
+
+def test_timeouts_leave_nothing_behind(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=1, REQUEST_TIMEOUT=2, RESULT_TTL=2)
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        baseline = client.info("memory")["used_memory"]
+        stack.signal("model_server", signal.SIGSTOP)
+        try:
+            summary = stress.run_flood(f"{stack.url}/predict", image_file, requests_total=60, interval=0.01)
+        finally:
+            stack.signal("model_server", signal.SIGCONT)
+        figures = report("sigstop storm", summary, 0)
+        assert summary["failures"] == {"504": 60} and figures["lost"] == 0
+        queue_key = stack.model_queue().stream
+        # The model server skips every expired request instead of answering into the void.
+        wait_until(lambda: client.xlen(queue_key) == 0, 10, "the expired requests to be dropped")
+        time.sleep(2.5)  # RESULT_TTL
+        assert list(client.scan_iter(match=stack.queue().keys.all_results)) == []
+        assert client.info("memory")["used_memory"] < baseline + 512 * 1024
+    finally:
+        stack.stop()
+
+
+def test_apache_graceful_restart_under_load_drops_nothing(tmp_path, slow_model_files, image_file):
+    stack = start_stack(tmp_path, slow_model_files, servers=1)
+    try:
+        # SIGUSR1 to Apache's parent is `apachectl graceful` (what `service apache2 reload` sends).
+        summary = flood_while(stack, image_file, lambda: stack.processes["apache"].send_signal(signal.SIGUSR1))
+        figures = report("apache graceful restart", summary, results_left(stack))
+        assert figures["lost"] == 0 and figures["twice"] == 0
+        # A request that reaches Apache in the instant mod_wsgi re-creates its daemon socket is
+        # refused by mod_wsgi (ENOENT is not retried) with a 503, JSON with our error document;
+        # seen for about 1 request in 450. Anything else is a failure.
+        assert set(summary["failures"]) <= {"503"} and figures["error"] <= 2, summary["failure_examples"]
+        assert "resuming normal operations" in stack.log("apache").split("SIGUSR1")[-1]
+    finally:
+        stack.stop()
+
+
+def test_more_clients_than_apache_has_threads_are_all_answered(tmp_path, tiny_model_files, image_file):
+    # Apache (mod_wsgi-express: 7 children x 17 threads) closes the idle keep-alive connections of
+    # a child whose threads are all busy; a client reusing one at that instant got "connection
+    # closed without response" (485 of 2,151 requests at 128 clients before keep-alive was off).
+    clients = 160
+    stack = start_stack(tmp_path, tiny_model_files, servers=1, WSGI_THREADS=32)
+    try:
+        summary = stress.run_closed_loop(f"{stack.url}/predict", image_file, concurrency=clients,
+                                              duration=6, timeout=30)
+    finally:
+        stack.stop()
+    figures = report(f"{clients} clients", summary, twice=0)
+    assert figures["ok"] > clients
+    assert summary["failed"] == 0, summary["failure_examples"]
