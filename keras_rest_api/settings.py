@@ -12,11 +12,14 @@ scripts (`python settings.py`) read it.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
 import sys
 from typing import Any, Mapping, TypeVar
+
+from keras_rest_api.logs import configure_logging
 
 _T = TypeVar("_T", str, int, float, bool)
 
@@ -213,6 +216,19 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         raw = environ.get(name)
         if raw is not None and raw != "":
             values[name] = parse(name, raw, default)
+    return values
+
+
+def start(log: logging.Logger) -> dict[str, Any] | None:
+    """For a program's main(): the settings from the environment, with logging set up at their
+    LOG_LEVEL; None, after logging which variable does not parse, when one does not."""
+    try:
+        values = load()
+    except ValueError as exc:
+        configure_logging("INFO")
+        log.error("cannot start: %s", exc)
+        return None
+    configure_logging(values["LOG_LEVEL"])
     return values
 
 

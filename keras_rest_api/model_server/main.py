@@ -21,7 +21,6 @@ from typing import Any, Mapping
 import redis
 
 from keras_rest_api import models, settings
-from keras_rest_api.logs import configure_logging
 from keras_rest_api.model_server.server import BACKOFF_FIRST, BACKOFF_MAX, ModelServer
 from keras_rest_api.model_server.versions import NoModelLoaded, RepositorySource
 from keras_rest_api.queue.jobs import queue_from_settings
@@ -94,13 +93,9 @@ def wait_for_redis(queue: Any, config: Mapping[str, Any]) -> None:
 
 def main() -> int:
     """The daemon: settings from the environment, then serve until SIGTERM or SIGINT."""
-    try:
-        config = settings.load()
-    except ValueError as exc:  # a setting that does not parse: say which, and stop
-        configure_logging("INFO")
-        log.error("cannot start: %s", exc)
+    config = settings.start(log)
+    if config is None:
         return 2
-    configure_logging(config["LOG_LEVEL"])
     try:
         server = build_server(config)
     except (models.ModelLoadError, NoModelLoaded, RedisSecurityError) as exc:

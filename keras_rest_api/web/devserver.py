@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 
 from keras_rest_api import settings
-from keras_rest_api.logs import configure_logging
 from keras_rest_api.web.app import create_app
 
 log = logging.getLogger("web")
@@ -23,13 +22,9 @@ def main() -> int:
     monkey.patch_all()
     from gevent.pywsgi import WSGIServer
 
-    try:
-        config = settings.load()
-    except ValueError as exc:  # a setting that does not parse: say which, and stop
-        configure_logging("INFO")
-        log.error("cannot start: %s", exc)
+    config = settings.start(log)
+    if config is None:
         return 2
-    configure_logging(config["LOG_LEVEL"])
     app = create_app(config)
     log.info("serving on http://%s:%d (development server; use Apache in production)", config["HOST"], config["PORT"])
     WSGIServer((config["HOST"], config["PORT"]), app, log=None).serve_forever()

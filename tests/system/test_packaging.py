@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.harness import PROJECT
+from keras_rest_api.queue.jobs import JobQueue
+from keras_rest_api.queue.records import Keys
+from tests.support.harness import PROJECT, wait_until
 
 PYPROJECT = tomllib.loads((PROJECT / "pyproject.toml").read_text())
 # The programs the package installs, and the function each runs.
@@ -119,6 +122,35 @@ print(json.dumps({
         assert (paths[name] / "index.html").is_file(), paths[name]
     for name in ("repository", "repository_resource"):
         assert (paths[name] / "efficientnet_lite0" / "config.json").is_file(), paths[name]
+
+
+def test_the_installed_model_server_command_serves(installed: Path, tmp_path: Path, redis_server,
+                                                    tiny_model_files: dict[str, str]) -> None:
+    """`keras-model-server` of the install, run from a folder that is not the checkout, loads a
+    model, announces it in Redis (as the web tier would see it), and stops cleanly on SIGTERM."""
+    prefix = f"pkg-{os.getpid()}"
+    env = {**os.environ, "PYTHONPATH": str(installed), **redis_server.settings_for("admin"),  # every key: this test has a prefix of its own
+           **tiny_model_files, "KEY_PREFIX": prefix, "MODEL_SERVER_NAME": "installed-server",
+           "HEARTBEAT_INTERVAL": "0.5", "QUEUE_BLOCK_MS": "200", "LOG_LEVEL": "INFO", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log = tmp_path / "model-server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([str(installed / "bin" / "keras-model-server")], cwd=tmp_path, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    try:
+        queue = JobQueue(redis_server.client(), Keys(prefix, "image_queue"), "model_servers")
+
+        def serving() -> bool:
+            assert server.poll() is None, f"the installed server exited:\n{log.read_text()[-3000:]}"
+            return [f"{m.contract.name}:{m.state}" for s in queue.live_servers(10.0) for m in s.models
+                    if s.name == "installed-server"] == ["tiny:ready"]
+
+        wait_until(serving, 120, "the installed keras-model-server to announce the tiny model as ready")
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
 
 
 def test_the_console_scripts_are_declared():
