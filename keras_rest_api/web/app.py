@@ -44,7 +44,8 @@ def create_app(settings: Mapping[str, Any]) -> Flask:
                           config["RETRY_AFTER_SECONDS"])
     plane = DataPlane(queue, served, budget, config)
     metrics = WebMetrics(str(config.get("METRICS_DIR") or ""))
-    app.extensions.update(jobqueue=queue, served=served, decode_budget=budget, dataplane=plane, metrics=metrics)
+    # What the hooks and the error table reach through the app (v2.register adds the data plane).
+    app.extensions.update(served=served, decode_budget=budget, metrics=metrics)
 
     app.before_request(_start_request)
     app.before_request(refuse_unparsed_bodies)
