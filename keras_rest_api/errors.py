@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "ServiceError", "BadRequest", "ProtocolError", "ImageError", "NotFound", "ModelNotFound",
-    "PayloadTooLarge", "ImageTooLarge", "UnsupportedMediaType", "ServiceUnavailable", "NoModelServer",
+    "ImageTooLarge", "UnsupportedMediaType", "ServiceUnavailable", "NoModelServer",
     "BadGateway", "GatewayTimeout",
 ]
 
@@ -52,10 +52,6 @@ class NotFound(ServiceError):
 
 class ModelNotFound(NotFound):
     """The request names a model or version no live model server serves: 404."""
-
-
-class PayloadTooLarge(ServiceError):
-    status = 413
 
 
 class ImageTooLarge(ImageError):

@@ -15,12 +15,11 @@ import redis
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from keras_rest_api.errors import BadRequest, GatewayTimeout, ModelNotFound, NoModelServer
+from keras_rest_api.errors import BadRequest, GatewayTimeout, ModelNotFound, NoModelServer, NotFound
 from keras_rest_api.ids import is_valid_job_id
 from keras_rest_api.queue.records import Result
 from keras_rest_api.web import auth
 from keras_rest_api.web.dataplane import DataPlane, check_answer, no_answer_message
-from keras_rest_api.web.errors import error_response
 from keras_rest_api.web.limits import check_upload_type
 from keras_rest_api.web.metrics import CONTENT_TYPE_LATEST, WebMetrics
 from keras_rest_api.web.openapi import build_spec
@@ -174,8 +173,8 @@ class PredictEndpoints:
             response = jsonify(success=True, id=job_id, status="pending", status_url=f"/result/{job_id}")
             response.headers["Retry-After"] = str(self.settings["RETRY_AFTER_SECONDS"])
             return response, 202
-        return error_response(404, f"No job {job_id!r}: it never existed or its result expired "
-                                   f"({self.settings['RESULT_TTL']:g} s after it was ready).")
+        raise NotFound(f"No job {job_id!r}: it never existed or its result expired "
+                       f"({self.settings['RESULT_TTL']:g} s after it was ready).")
 
     def register(self, app: Flask) -> None:
         """Add the routes to `app`, under the endpoint names of their methods."""
