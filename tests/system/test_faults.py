@@ -120,7 +120,10 @@ def test_three_servers_share_a_flood(tmp_path, slow_model_files, image_file):
 
 
 def test_sigterm_finishes_the_batch_in_hand(tmp_path, slow_model_files, image_file):
-    stack = start_stack(tmp_path, slow_model_files, servers=2)
+    # A stopped server answers what it claimed; no job may be taken over from it meanwhile, so
+    # CLAIM_IDLE_MS at its default (at 1 s, batches of 550-600 ms on two cores were taken over
+    # while still waiting, and 7 requests were answered twice in one CI run).
+    stack = start_stack(tmp_path, slow_model_files, servers=2, CLAIM_IDLE_MS=5000)
     try:
         summary = flood_while(stack, image_file, lambda: stack.signal("model_server", signal.SIGTERM))
         figures = report("sigterm", summary, results_left(stack))
