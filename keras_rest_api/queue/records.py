@@ -8,18 +8,22 @@ Three records travel through Redis:
 
 Everything read back from Redis is untrusted input: anyone who can write to Redis can forge a
 record. `from_redis` checks every field's type and range and raises `RecordError` with what was
-wrong, so a hostile record is rejected and logged by its reader instead of crashing a loop.
+wrong, so a hostile record is rejected and logged by its reader instead of crashing a loop. Any
+other failure while parsing (a nesting deep enough for RecursionError, a MemoryError, a TypeError
+from a field of an unexpected type) also becomes a `RecordError`: nothing else escapes a parser
+(tests/unit/queue/test_record_fuzz.py checks that with generated records).
 
 Nothing outside this module spells a key name or a record's layout.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -47,6 +51,32 @@ RESULT_STATUSES = frozenset({400, 413, 422, 500, 502, 503, 504})
 
 class RecordError(ValueError):
     """A record read from Redis that is malformed, out of range, or of another wire version."""
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def _record_errors_only(what: str) -> Callable[[Callable[..., _Parsed]], Callable[..., _Parsed]]:
+    """Make every failure of a parser of `what` records a RecordError.
+
+    The parsers check what they expect, but a forged record can fail in ways no check names:
+    JSON nested 100,000 deep raises RecursionError, a field of another type a TypeError deep in
+    a comparison. Each is a bad record, to be skipped and logged by the reader like any other,
+    never an exception that takes down a request or a loop (a 500 on every route before).
+    """
+    def wrap(parse: Callable[..., _Parsed]) -> Callable[..., _Parsed]:
+        @functools.wraps(parse)
+        def parse_or_raise_record_error(*args: Any) -> _Parsed:
+            try:
+                return parse(*args)
+            except RecordError:
+                raise
+            except (RecursionError, MemoryError) as exc:
+                raise RecordError(f"{what} record nested too deeply or too large ({type(exc).__name__})") from None
+            except Exception as exc:  # noqa: BLE001 - whatever a forged record trips over, it is a bad record
+                raise RecordError(f"malformed {what} record ({type(exc).__name__}: {str(exc)[:80]})") from None
+        return parse_or_raise_record_error
+    return wrap
 
 
 def is_valid_id(value: str) -> bool:
@@ -141,12 +171,13 @@ class Job:
         }
 
     @classmethod
+    @_record_errors_only("job")
     def from_redis(cls, fields: Mapping[bytes, bytes]) -> "Job":
         """The job in a stream entry's fields; RecordError if they are not a valid job."""
         try:
             version = fields[b"v"]
             if version != WIRE_VERSION:
-                raise RecordError(f"wire version {version!r}, expected {WIRE_VERSION!r}")
+                raise RecordError(f"wire version {_shown(version)}, expected {WIRE_VERSION!r}")
             job_id = fields[b"id"].decode("ascii")
             request_id = fields.get(b"rid", b"").decode("ascii")
             height, width = (int(n) for n in fields[b"shape"].split(b","))
@@ -158,7 +189,7 @@ class Job:
             raise
         except (KeyError, ValueError, UnicodeDecodeError) as exc:
             raise RecordError(f"malformed job entry: {type(exc).__name__}: {exc}") from None
-        _check(is_valid_id(job_id), f"job id {job_id[:80]!r} is not 1-64 of [A-Za-z0-9._-]")
+        _check(is_valid_id(job_id), f"job id {_shown(job_id)} is not 1-64 of [A-Za-z0-9._-]")
         _check(request_id == "" or is_valid_id(request_id), "request id is not 1-64 of [A-Za-z0-9._-]")
         _check(1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE,
                f"image shape {height}x{width} outside 1..{MAX_SIDE}")
@@ -237,6 +268,7 @@ class Result:
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
+    @_record_errors_only("result")
     def from_redis(cls, data: bytes) -> "Result":
         """The result in `data`; RecordError if it is not a valid result record."""
         body = _json_object(data, MAX_RESULT_BYTES, "result")
@@ -245,7 +277,8 @@ class Result:
         timing = _timing(body.get("timing", {}))
         if not success:
             status, error = body.get("status"), body.get("error")
-            _check(status in RESULT_STATUSES, f"error status {status!r} not one of {sorted(RESULT_STATUSES)}")
+            _check(isinstance(status, int) and not isinstance(status, bool) and status in RESULT_STATUSES,
+                   f"error status {_shown(status)} not one of {sorted(RESULT_STATUSES)}")
             _check(isinstance(error, str) and len(error) <= MAX_TEXT * 4, "error message missing or too long")
             return cls(False, error=error, status=status, timing=timing)
         raw = body.get("predictions")
@@ -351,6 +384,7 @@ class ModelContract:
         return body
 
     @classmethod
+    @_record_errors_only("model contract")
     def from_json(cls, body: Any) -> "ModelContract":
         """The contract in a heartbeat's JSON; RecordError if anything is missing or out of range."""
         _check(isinstance(body, dict), "a model contract is not an object")
@@ -373,21 +407,21 @@ def dataclass_as_dict(value: Any) -> dict[str, Any]:
 
 
 def _validate_contract(c: ModelContract) -> None:
-    _check(is_valid_model_name(c.name), f"model name {str(c.name)[:80]!r} is not 1-64 of [A-Za-z0-9_.-]")
-    _check(is_valid_version(c.version), f"version {str(c.version)[:20]!r} is not a number of up to 9 digits")
+    _check(is_valid_model_name(c.name), f"model name {_shown(c.name)} is not 1-64 of [A-Za-z0-9_.-]")
+    _check(is_valid_version(c.version), f"version {_shown(c.version)} is not a number of up to 9 digits")
     for key, low, high in (("input_height", 1, MAX_SIDE), ("input_width", 1, MAX_SIDE), ("classes", 1, MAX_CLASSES),
                            ("pad_value", 0, 255), ("max_batch_size", 1, MAX_BATCH_SIZE), ("max_wait_ms", 0, 60_000)):
         value = getattr(c, key)
         _check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
-               f"{key} {value!r} is not an integer in {low}..{high}")
-    _check(c.resize in RESIZE_POLICIES, f"resize {c.resize!r} is not one of {', '.join(RESIZE_POLICIES)}")
+               f"{key} {_shown(value)} is not an integer in {low}..{high}")
+    _check(c.resize in RESIZE_POLICIES, f"resize {_shown(c.resize)} is not one of {', '.join(RESIZE_POLICIES)}")
     _check(c.interpolation in INTERPOLATIONS,
-           f"interpolation {c.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+           f"interpolation {_shown(c.interpolation)} is not one of {', '.join(INTERPOLATIONS)}")
     _check(c.normalization in NORMALIZATIONS,
-           f"normalization {c.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
-    _check(c.channel_order in CHANNEL_ORDERS, f"channel_order {c.channel_order!r} is not RGB or BGR")
+           f"normalization {_shown(c.normalization)} is not one of {', '.join(NORMALIZATIONS)}")
+    _check(c.channel_order in CHANNEL_ORDERS, f"channel_order {_shown(c.channel_order)} is not RGB or BGR")
     _check(_is_finite_number(c.crop_fraction) and 0.05 <= c.crop_fraction <= 1.0,
-           f"crop_fraction {c.crop_fraction!r} is not a number in 0.05..1")
+           f"crop_fraction {_shown(c.crop_fraction)} is not a number in 0.05..1")
     _check(all(_is_finite_number(v) for v in (*c.mean, *c.std)) and all(v != 0 for v in c.std),
            "mean and std must be finite numbers, std non-zero")
     _check(isinstance(c.precision, str) and len(c.precision) <= 32, "precision is not a short string")
@@ -429,6 +463,7 @@ class ServedModel:
         return {"contract": self.contract.as_json(), "state": self.state}
 
     @classmethod
+    @_record_errors_only("served model")
     def from_json(cls, body: Any) -> "ServedModel":
         _check(isinstance(body, dict) and body.get("state") in MODEL_STATES,
                f"a served model's state is not one of {', '.join(MODEL_STATES)}")
@@ -463,6 +498,7 @@ class Heartbeat:
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
+    @_record_errors_only("heartbeat")
     def from_redis(cls, data: bytes) -> "Heartbeat":
         """The heartbeat in `data`; RecordError if it is not a valid heartbeat record."""
         body = _json_object(data, MAX_HEARTBEAT_BYTES, "heartbeat")
@@ -504,6 +540,12 @@ def _check(condition: bool, message: str) -> None:
         raise RecordError(message)
 
 
+def _shown(value: Any) -> str:
+    """`value` as a message may show it: a forged record's text is cut to a few dozen characters."""
+    text = repr(value) if isinstance(value, (str, bytes, int, float, bool, type(None))) else type(value).__name__
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -521,11 +563,11 @@ def _json_object(data: bytes, limit: int, what: str) -> dict[str, Any]:
 def _int(body: Mapping[str, Any], key: str, low: int, high: int, default: int | None = None) -> int:
     value = body.get(key, default)
     _check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
-           f"{key} {value!r} is not an integer in {low}..{high}")
+           f"{key} {_shown(value)} is not an integer in {low}..{high}")
     return value
 
 
 def _float(body: Mapping[str, Any], key: str) -> float:
     value = body.get(key, 0.0)
-    _check(_is_finite_number(value), f"{key} {value!r} is not a finite number")
+    _check(_is_finite_number(value), f"{key} {_shown(value)} is not a finite number")
     return float(value)

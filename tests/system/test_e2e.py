@@ -181,6 +181,25 @@ def test_metrics_sum_every_apache_daemon_process(stack):
     assert re.search(r'kras_model_servers_alive\{model="tiny"\} 1\.0', text)
 
 
+def test_a_forged_heartbeat_nested_100000_deep_is_skipped_on_every_route(stack):
+    """One heartbeat of 100,000 '[' (anyone who can write to Redis can forge one) once made
+    every route that reads heartbeats answer 500; it is now skipped, and the real server answers."""
+    admin, keys = stack.redis.client(), stack.queue().keys
+    admin.set(keys.server("forged"), b"[" * 100_000, px=60_000)
+    admin.zadd(keys.servers, {"forged": time.time() + 60})
+    try:
+        assert requests.get(f"{stack.url}/ready", timeout=10).json()["model_servers_alive"] == 1
+        assert requests.get(f"{stack.url}/models", timeout=10).status_code == 200
+        assert requests.get(f"{stack.url}/v2/models/tiny", timeout=10).status_code == 200
+        assert requests.get(f"{stack.url}/v2/health/ready", timeout=10).status_code == 200
+        assert predict(stack, png_bytes(11)).status_code == 200
+    finally:
+        admin.delete(keys.server("forged"))
+        admin.zrem(keys.servers, "forged")
+    log = stack.log("apache")
+    assert "Traceback" not in log and "ignoring an invalid heartbeat" in log
+
+
 # Last: it stops Redis for good.
 def test_redis_down_answers_503_quickly(stack):
     stack.redis.stop()
