@@ -8,11 +8,22 @@ its raw little-endian bytes.
 A weights file is data, never code. A pickle is a small program, so each of the five is
 first checked opcode by opcode (`_check_pickle`): bounded length, every counted read inside
 the file, memo indices dense, nesting shallow (CPython hashes nested tuples recursively in C,
-so a deep one would crash the process). It is then run by `_RestrictedUnpickler`, which
-resolves only the globals a state dict needs (OrderedDict, the tensor rebuild functions,
-storage types), each to a harmless stand-in of ours. Every storage and tensor is then
-checked against the bytes actually in the file before anything is allocated for it.
-Anything else is a `TorchFileError` naming the file and what was wrong.
+so a deep one would crash the process), and at most MAX_PICKLE_OBJECTS objects made. It is
+then run by `_RestrictedUnpickler`, which resolves only the globals a state dict needs
+(OrderedDict, the tensor rebuild functions, storage types), each to a harmless stand-in of
+ours; BUILD (which sets attributes) may set only a state dict's `_metadata`, and is refused
+on everything else. What it made is checked and copied with the types' own methods
+(`dict.items(state)`, not `state.items()`), so no attribute the pickle set can stand in for
+them. Every storage and tensor is then checked against the bytes actually in the file before
+anything is allocated for it. Anything else is a `TorchFileError` naming the file and what
+was wrong.
+
+Memory: one pickle byte can make a whole object (EMPTY_SET is one byte and makes a 216-byte
+set: before the object bound, 4 MiB of them took a 2.1 GB peak RSS). Unpickling one accepted
+pickle takes at most UNPICKLE_BYTES_PER_OBJECT (256) bytes per object, stack slot included
+(tests/unit/models/test_model_files.py measures the cheapest opcodes for each kind of object:
+232 for an empty set, the worst), plus up to 4 bytes per pickle byte for text (a string decoded
+to UCS-4): at most 300,000 x 256 B + 4 x 4 MiB, about 90 MiB, for the largest accepted pickle.
 """
 from __future__ import annotations
 
@@ -37,10 +48,15 @@ PROTOCOL_VERSION = 1001
 ZIP_SIGNATURE = b"PK\x03\x04"
 
 # Bounds on what the pickles may make, far above what real files need (EfficientNet-Lite0's
-# state-dict pickle is 42 KB for 296 tensors; 4 MiB fits about 25,000 tensors). They bound
-# the Python objects unpickling can create (tens of bytes per pickle byte at worst).
+# state-dict pickle is 42 KB and makes 8,043 objects for 296 tensors, about 27 a tensor;
+# 300,000 objects fit about 11,000 tensors). Length alone does not bound memory: one byte
+# can make a 216-byte object, hence the object count.
 MAX_HEADER_PICKLE_BYTES = 64 * 1024
 MAX_PICKLE_BYTES = 4 * 1024 * 1024
+MAX_PICKLE_OBJECTS = 300_000
+# The most memory (bytes) one object a pickle makes may take while unpickling, stack slot
+# included; the module docstring's bound, measured by the tests.
+UNPICKLE_BYTES_PER_OBJECT = 256
 # A state dict nests about 5 deep (dict -> tensor args -> size tuple); 64 leaves room and
 # stays far below the C recursion that hashing a deeply nested tuple would need.
 MAX_NESTING = 64
@@ -99,6 +115,18 @@ class _TensorRef(_Sealed):
     offset: int
     size: tuple[int, ...]
     stride: tuple[int, ...]
+
+
+class _StateDict(collections.OrderedDict):
+    """The OrderedDict a state-dict pickle gets. BUILD may set only `_metadata` (torch's
+    per-module format versions, which an inference-only copy does not need, so it is dropped):
+    an attribute named `items` or `keys` on a plain OrderedDict would shadow its methods."""
+
+    def __setstate__(self, state: Any) -> None:
+        if type(state) is not dict or any(key != "_metadata" for key in dict.keys(state)):
+            shown = (", ".join(sorted(repr(key)[:40] for key in dict.keys(state))[:5]) if type(state) is dict
+                     else f"a {type(state).__name__}")
+            raise TorchFileError(f"the pickle sets {shown} on a state dict (BUILD); only '_metadata' is allowed.")
 
 
 class _Function(_Sealed):
@@ -164,7 +192,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if self.state_dict:
             if module == "collections" and name == "OrderedDict":
-                return collections.OrderedDict
+                return _StateDict
             if module == "torch" and name in STORAGE_DTYPES:
                 return _StorageType(name)
             fn = _ALLOWED_FUNCTIONS.get((module, name))
@@ -249,7 +277,7 @@ class _Reader:
         unpickler = self._unpickler("state dict", MAX_PICKLE_BYTES, state_dict=True)
         state = unpickler.load()
         keys = self._unpickler("storage key list", MAX_PICKLE_BYTES).load()
-        if (not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)
+        if (type(keys) is not list or not all(type(k) is str for k in keys)
                 or len(set(keys)) != len(keys) or set(keys) != set(unpickler.storages)):
             raise TorchFileError(
                 f"{self.path}: the storage key list does not match the storages the tensors use "
@@ -282,7 +310,7 @@ class _Reader:
         if type(version) is not int or version != PROTOCOL_VERSION:
             raise TorchFileError(f"{self.path}: protocol version {version!r:.80}, expected {PROTOCOL_VERSION}.")
         sys_info = self._unpickler("system info", MAX_HEADER_PICKLE_BYTES).load()
-        if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
+        if type(sys_info) is not dict or dict.get(sys_info, "little_endian") is not True:
             raise TorchFileError(f"{self.path}: system info {sys_info!r:.200}; expected a little-endian file.")
 
     def _storage_spans(self, refs: list[_StorageRef]) -> dict[str, tuple[int, int]]:
@@ -311,14 +339,17 @@ class _Reader:
 
 
 def _tensor_refs(state: Any, path: str) -> dict[str, _TensorRef]:
-    if not isinstance(state, dict):
+    # Exact types and dict's own methods: whatever attributes the pickle gave the object, the
+    # entries checked are the entries copied.
+    if type(state) not in (dict, _StateDict):
         raise TorchFileError(f"{path} holds a {type(state).__name__}; expected a state dict.")
-    for name, ref in state.items():
-        if not isinstance(name, str):
+    entries = list(dict.items(state))
+    for name, ref in entries:
+        if type(name) is not str:
             raise TorchFileError(f"{path}: a state dict key is a {type(name).__name__}; expected names.")
-        if not isinstance(ref, _TensorRef):
-            raise TorchFileError(f"{path}: entry {name!r} is a {type(ref).__name__}, expected a tensor.")
-    return dict(state)
+        if type(ref) is not _TensorRef:
+            raise TorchFileError(f"{path}: entry {name[:80]!r} is a {type(ref).__name__}, expected a tensor.")
+    return dict(entries)
 
 
 def _check_tensors(tensors: dict[str, _TensorRef], file_size: int, path: str) -> None:
@@ -409,9 +440,18 @@ def _check_pickle(data: bytes, start: int, limit: int, what: str) -> int:
     window = io.BytesIO(data[start:start + limit])
     stack: list[Any] = []  # nesting depth of each object, or _MARK
     memo: dict[int, int] = {}
+    objects = 0
     try:
         for opcode, arg, pos in _genops(window, len(data) - start > limit, limit, what):
             name = opcode.name
+            if name != "MARK":
+                # Every push is an object or a stack slot the unpickler holds until STOP
+                # (pickletools lists DUP as pushing two: the object it copies, and the copy).
+                objects += 1 if name == "DUP" else len(opcode.stack_after)
+                if objects > MAX_PICKLE_OBJECTS:
+                    raise TorchFileError(
+                        f"{what} makes more than {MAX_PICKLE_OBJECTS} objects (by byte {start + pos}); a state "
+                        "dict makes about 27 a tensor. Refusing a file built to exhaust memory.")
             if name in _FORBIDDEN:
                 raise TorchFileError(f"{what} uses the {name} opcode at byte {start + pos}; a state dict never does.")
             if name == "FRAME" and arg > limit:

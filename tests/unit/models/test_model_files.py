@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from keras_rest_api.models import torch_legacy
 from keras_rest_api.models.torch_legacy import MAGIC_NUMBER, PROTOCOL_VERSION, TorchFileError, load_legacy_state_dict
 
 SYS_INFO = {"protocol_version": PROTOCOL_VERSION, "little_endian": True,
@@ -74,6 +75,14 @@ class Parameter:
         return self.tensor.storage
 
 
+class StateDictWith(collections.OrderedDict):
+    """An OrderedDict pickled with `attributes` for BUILD to set on it, whatever their names."""
+
+    def __init__(self, entries: Any, attributes: dict) -> None:
+        super().__init__(entries)
+        self.attributes = dict(attributes)
+
+
 class Payload:
     """Runs a shell command when unpickled by a stock unpickler."""
 
@@ -94,6 +103,9 @@ class _Pickler(pickle._Pickler):  # the Python pickler lets us write any GLOBAL 
                 self.save_reduce(obj.rebuild, args)
             else:
                 self.save_reduce(obj.rebuild, args, state=obj.state)
+        elif isinstance(obj, StateDictWith):
+            self.save_reduce(Global("collections", "OrderedDict"), (), state=obj.attributes,
+                             dictitems=iter(list(collections.OrderedDict.items(obj))), obj=obj)
         elif isinstance(obj, Parameter):
             self.save_reduce(Global("torch._utils", "_rebuild_parameter"),
                              (obj.tensor, False, collections.OrderedDict()))
@@ -262,6 +274,30 @@ def test_build_cannot_alter_our_objects(tmp_path: Any) -> None:
     refused(write(tmp_path, legacy_file(state)), "BUILD")
 
 
+def test_build_may_set_a_state_dicts_metadata(tmp_path: Any) -> None:
+    # torch's state_dict() carries `_metadata` (module versions), pickled as a BUILD.
+    state = valid_state()
+    state._metadata = collections.OrderedDict([("", {"version": 1}), ("conv", {"version": 2})])
+    tensors = load_legacy_state_dict(write(tmp_path, legacy_file(state)))
+    assert list(tensors) == ["conv.weight", "fc.weight", "bn.bias", "bn.num_batches_tracked"]
+
+
+def test_build_cannot_set_items_on_the_state_dict(tmp_path: Any) -> None:
+    # With an instance attribute `items` (here the OrderedDict class: calling it gives an empty
+    # dict), state.items() loops over nothing, so the key and value checks saw no entry while
+    # the real entries, an int key among them, were still copied out.
+    entries = valid_state()
+    entries[7] = entries.pop("bn.bias")
+    state = StateDictWith(entries, {"items": Global("collections", "OrderedDict")})
+    refused(write(tmp_path, legacy_file(state)), r"sets 'items' on a state dict \(BUILD\)")
+
+
+@pytest.mark.parametrize("attribute", ["keys", "values", "__class__", "other"])
+def test_build_sets_nothing_but_metadata(tmp_path: Any, attribute: str) -> None:
+    state = StateDictWith(valid_state(), {attribute: Global("collections", "OrderedDict"), "_metadata": {}})
+    refused(write(tmp_path, legacy_file(state)), r"on a state dict \(BUILD\); only '_metadata'")
+
+
 def test_zip_format_with_a_payload_is_refused_unread(tmp_path: Any) -> None:
     marker = tmp_path / "pwned"
     buffer = io.BytesIO()
@@ -291,6 +327,66 @@ def test_claimed_length_beyond_the_file_is_refused(tmp_path: Any) -> None:
     # BINBYTES8 of 2**40 bytes: the C unpickler allocates the claimed length before reading.
     bomb = b"\x80\x04\x8e" + struct.pack("<Q", 2**40) + b"x" * 16 + b"."
     refused(write(tmp_path, legacy_file(valid_state(), version=bomb)), "truncated")
+
+
+def repeated(unit: bytes, count: int) -> bytes:
+    """A pickle of one list holding `count` objects, each made by the opcodes in `unit`."""
+    return b"\x80\x04(" + unit * count + b"l."
+
+
+def test_a_4_mib_pickle_of_one_byte_empty_sets_is_refused_before_it_runs(tmp_path: Any) -> None:
+    # EMPTY_SET is one byte and makes a 216-byte set: 4 MiB of them made about 1 GiB (241x
+    # the pickle's size, with the list holding them) before the object bound. Not under
+    # tracemalloc, which makes the 300,000-opcode walk ten times slower: the bound's memory is
+    # measured below, with a lower bound.
+    path = write(tmp_path, legacy_file(repeated(b"\x8f", 4 * 1024 * 1024 - 8)))
+    with pytest.raises(TorchFileError, match=r"state dict pickle makes more than 300000 objects"):
+        load_legacy_state_dict(path)
+
+
+def test_empty_sets_past_the_object_bound_take_little_memory(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(torch_legacy, "MAX_PICKLE_OBJECTS", 5_000, raising=False)
+    # 1 MiB of EMPTY_SET: about 250 MB if unpickled.
+    refused(write(tmp_path, legacy_file(repeated(b"\x8f", 1024 * 1024))), r"more than 5000 objects")
+
+
+# (opcodes that make one object, objects each unit makes): the cheapest way, in pickle bytes,
+# to make each kind of object, so the bytes it takes per object are the most one can cost.
+CHEAPEST_OBJECTS = {
+    "empty set": (b"\x8f", 1),
+    "empty frozenset": (b"(\x91", 1),
+    "empty dict": (b"}", 1),
+    "empty list": (b"]", 1),
+    "1-tuple": (b")\x85", 2),
+    "float": (b"G" + struct.pack(">d", 1.5), 1),
+    "int": (b"J" + struct.pack("<i", 10**9), 1),
+    "2-char string": (b"\x8c\x02ab", 1),
+    "stack slot (DUP)": (b"2", 1),
+}
+
+
+def test_unpickling_takes_at_most_the_documented_bytes_per_object(tmp_path: Any) -> None:
+    # The module docstring's bound: UNPICKLE_BYTES_PER_OBJECT x MAX_PICKLE_OBJECTS (plus text).
+    # Measured with 5,000 objects of each kind (each run a second or so under tracemalloc).
+    made = 5_000
+    costs = {}
+    for kind, (unit, objects) in CHEAPEST_OBJECTS.items():
+        head = b"}" if kind.startswith("stack") else b""  # DUP needs an object to copy
+        count = (made - 1 - len(head)) // objects
+        path = write(tmp_path, legacy_file(b"\x80\x04(" + head + unit * count + b"l."), f"{count}.pth")
+        result, peak = load_peak(path)
+        # It ran (made every object) and was refused only afterwards, for not being a state dict.
+        assert isinstance(result, TorchFileError) and "holds a list" in str(result), str(result)
+        costs[kind] = (peak - 3 * os.path.getsize(path)) / (count * objects + len(head) + 1)
+    assert max(costs.values()) <= torch_legacy.UNPICKLE_BYTES_PER_OBJECT, costs
+
+
+def test_the_object_bound_is_exact(tmp_path: Any) -> None:
+    at_bound = repeated(b"}", torch_legacy.MAX_PICKLE_OBJECTS - 1)  # with the list: the bound
+    with pytest.raises(TorchFileError, match="holds a list"):
+        load_legacy_state_dict(write(tmp_path, legacy_file(at_bound)))
+    with pytest.raises(TorchFileError, match=r"more than 300000 objects"):
+        load_legacy_state_dict(write(tmp_path, legacy_file(at_bound[:-2] + b"}l."), "over.pth"))
 
 
 def test_overlong_pickle_is_refused(tmp_path: Any) -> None:
