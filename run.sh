@@ -8,7 +8,14 @@ project="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$project"
 "$project/scripts/bootstrap.sh"
 venv="${VENV:-$project/.venv}"
-eval "$("$venv/bin/python" settings.py)"
+# Every setting is validated here, before anything starts: one that cannot be used stops
+# run.sh with its name and what it expects. (Assigned first: a failure inside a bare
+# `eval "$(...)"` would be ignored, and a bad setting would surface as 500s later.)
+if ! settings_sh="$("$venv/bin/python" settings.py)"; then
+  echo "[run] not starting anything: fix the setting named above (see keras_rest_api/settings.py)" >&2
+  exit 2
+fi
+eval "$settings_sh"
 export KEY_PREFIX QUEUE_NAME REDIS_URL PORT HOST REQUEST_TIMEOUT
 mkdir -p .run
 log() { echo "[run] $*" >&2; }

@@ -6,19 +6,24 @@ development server, the command-line tools) call `load()` once and hand the mapp
 to `create_app` and the model server, so every other module takes its settings as an argument.
 
 An environment value is parsed with the type of the default it replaces, so ``BATCH_SIZE=16``
-becomes the integer 16 and a malformed value fails at start-up with a message that names the
-variable. It must stay free of heavy imports (no NumPy, no Keras): both tiers and the shell
+becomes the integer 16, and `load()` then validates every value (`validate`: ranges, choices,
+the API key format), so a bad setting stops every program before it starts anything, with a
+message that names the variable and what it expects (run.sh exits before starting Redis). It
+must stay free of heavy imports (no NumPy, no Keras, no Flask): both tiers and the shell
 scripts (`python settings.py`) read it.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shlex
 import sys
 from typing import Any, Mapping, TypeVar
+from urllib.parse import urlsplit
 
+from keras_rest_api.api_keys import ApiKeyError, parse_api_keys
 from keras_rest_api.logs import configure_logging
 
 _T = TypeVar("_T", str, int, float, bool)
@@ -144,6 +149,11 @@ MODEL_PRECISION = "float32"
 # The model POST /predict uses (others: POST /models/<name>/predict). When it is not served and
 # exactly one model is, that one is the default.
 DEFAULT_MODEL = "efficientnet_lite0"
+# A model's declared size, checked from its .keras archive's config.json before Keras builds any
+# layer (a 1.8 KB file can declare a Dense layer of billions of weights): parameters its layers
+# declare (EfficientNet-Lite0 has 4.7 M, ResNet50 25.6 M) and bytes of config.json.
+MAX_MODEL_PARAMETERS = 200_000_000
+MAX_MODEL_CONFIG_BYTES = 16 * 1024 * 1024
 # How often a model server looks for new or removed versions in the model repository.
 REPOSITORY_POLL_SECONDS = 5.0
 # Seconds a version replaced by a newer one keeps answering what web processes still send it:
@@ -184,6 +194,39 @@ _SECRETS = ("REDIS_PASSWORD", "API_KEYS")
 _URL_WITH_CREDENTIALS = re.compile(r"\w+://[^@/]*@")
 
 
+class SettingError(ValueError):
+    """A setting whose value cannot be used; the message names it, what it expects and what it got."""
+
+
+# Settings that must be above zero (every other number may be zero but not negative, nor
+# infinite, nor NaN); ports; settings with a fixed set of values.
+_POSITIVE = frozenset({
+    "REDIS_CONNECT_TIMEOUT", "MAX_QUEUE_LENGTH", "REQUEST_TIMEOUT", "ASYNC_TIMEOUT", "MAX_UPLOAD_BYTES",
+    "MAX_IMAGE_PIXELS", "DECODE_MEMORY_BUDGET", "DEFAULT_TOP_K", "MAX_TOP_K", "RETRY_AFTER_SECONDS",
+    "WSGI_PROCESSES", "WSGI_THREADS", "WSGI_QUEUE_TIMEOUT", "REQUEST_HEADER_TIMEOUT", "REQUEST_HEADER_MAX_TIMEOUT",
+    "REQUEST_HEADER_MIN_RATE", "REQUEST_BODY_TIMEOUT", "REQUEST_BODY_MAX_TIMEOUT", "REQUEST_BODY_MIN_RATE",
+    "APACHE_MAX_CLIENTS", "MAX_MODEL_PARAMETERS", "MAX_MODEL_CONFIG_BYTES", "REPOSITORY_POLL_SECONDS",
+    "BATCH_SIZE", "QUEUE_BLOCK_MS", "CLAIM_IDLE_MS", "MAX_DELIVERIES", "HEARTBEAT_INTERVAL", "HEARTBEAT_TTL",
+    "RESULT_TTL",
+})
+_PORTS = frozenset({"PORT"})
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "LOG_LEVEL": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    "MODEL_PRECISION": ("float32", "bfloat16"),
+    "MODEL_PREPROCESSING": ("raw", "unit", "tf", "torch", "caffe"),
+}
+# Names that go into Redis keys and ACL patterns: no glob characters, spaces or separators.
+_KEY_PARTS = ("KEY_PREFIX", "QUEUE_NAME", "CONSUMER_GROUP")
+_KEY_PART = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _shown(raw: object) -> str:
+    """A received value as an error message shows it: cut, so a huge value cannot flood a log."""
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:60] + "...'"
+
+
 def parse(name: str, raw: str, default: _T) -> _T:
     """`raw` (the environment's text for setting `name`) parsed as the type of `default`."""
     if isinstance(default, bool):
@@ -192,13 +235,52 @@ def parse(name: str, raw: str, default: _T) -> _T:
             return True  # type: ignore[return-value]
         if value in _FALSE:
             return False  # type: ignore[return-value]
-        raise ValueError(f"{name} must be one of {sorted(_TRUE | _FALSE)}, got {raw!r}.")
+        raise SettingError(f"{name} must be one of {sorted(_TRUE | _FALSE)}, got {_shown(raw)}.")
     try:
         return type(default)(raw)
     except ValueError:
-        raise ValueError(
-            f"{name} must be a {type(default).__name__} (default {default!r}), got {raw!r}."
+        raise SettingError(
+            f"{name} must be a {type(default).__name__} (default {default!r}), got {_shown(raw)}."
         ) from None
+
+
+def validate(values: Mapping[str, Any]) -> None:
+    """SettingError naming the first setting in `values` whose value cannot be used, and what it expects.
+
+    Checks what can be checked without touching the network or the model files: ranges,
+    choices, the API key format, Redis URL and key names. Files named by settings (API_KEYS_FILE,
+    MODEL, MODEL_REPOSITORY) are checked by the part that reads them, at its start.
+    """
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value) or value < 0:
+            raise SettingError(f"{name} must be a finite number >= 0 (default {defaults().get(name)!r}), "
+                               f"got {_shown(value)}.")
+        if name in _POSITIVE and value <= 0:
+            raise SettingError(f"{name} must be above 0 (default {defaults().get(name)!r}), got {_shown(value)}.")
+        if name in _PORTS and not 1 <= value <= 65535:
+            raise SettingError(f"{name} must be a TCP port, 1..65535, got {_shown(value)}.")
+    for name, choices in _CHOICES.items():
+        if name in values and str(values[name]).upper() not in {c.upper() for c in choices}:
+            raise SettingError(f"{name} must be one of {', '.join(choices)}, got {_shown(values[name])}.")
+    for name in _KEY_PARTS:
+        if name in values and not _KEY_PART.fullmatch(str(values[name])):
+            raise SettingError(f"{name} must be 1-64 letters, digits, '.', '_' or '-' (it names Redis keys), "
+                               f"got {_shown(values[name])}.")
+    if "REDIS_URL" in values and urlsplit(str(values["REDIS_URL"])).scheme not in _REDIS_SCHEMES:
+        raise SettingError(f"REDIS_URL must start with {', '.join(s + '://' for s in _REDIS_SCHEMES)} "
+                           "(e.g. redis://127.0.0.1:6379/0); got a URL with another scheme.")
+    if values.get("DEFAULT_TOP_K", 0) > values.get("MAX_TOP_K", math.inf):
+        raise SettingError(f"DEFAULT_TOP_K ({values['DEFAULT_TOP_K']}) must be at most MAX_TOP_K "
+                           f"({values['MAX_TOP_K']}); lower one or raise the other.")
+    if values.get("HEARTBEAT_INTERVAL", 0) >= values.get("HEARTBEAT_TTL", math.inf):
+        raise SettingError(f"HEARTBEAT_INTERVAL ({values['HEARTBEAT_INTERVAL']}) must be below HEARTBEAT_TTL "
+                           f"({values['HEARTBEAT_TTL']}), or live model servers expire between heartbeats.")
+    try:
+        parse_api_keys(str(values.get("API_KEYS") or ""), "API_KEYS")
+    except ApiKeyError as exc:
+        raise SettingError(str(exc)) from None
 
 
 def defaults() -> dict[str, Any]:
@@ -209,13 +291,15 @@ def defaults() -> dict[str, Any]:
 
 def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Every setting: its default, replaced by the environment variable of the same name when that
-    is set and not empty. ValueError names the variable whose value does not parse."""
+    is set and not empty, all validated. SettingError (a ValueError) names the variable whose
+    value does not parse or cannot be used, and what it expects."""
     environ = os.environ if environ is None else environ
     values = defaults()
     for name, default in values.items():
         raw = environ.get(name)
         if raw is not None and raw != "":
             values[name] = parse(name, raw, default)
+    validate(values)
     return values
 
 
@@ -244,7 +328,7 @@ def as_shell(values: Mapping[str, Any]) -> str:
 
 
 def main() -> int:
-    """Print the settings for `eval` in a shell; exit 2 with the reason when one does not parse."""
+    """Print the settings for `eval` in a shell; exit 2 with the reason when one cannot be used."""
     try:
         print(as_shell(load()))
     except ValueError as exc:

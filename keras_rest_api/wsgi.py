@@ -5,6 +5,8 @@ from `load_application()`.
 """
 from __future__ import annotations
 
+import logging
+
 from flask import Flask
 
 from keras_rest_api import settings
@@ -13,9 +15,19 @@ from keras_rest_api.logs import configure_logging
 from keras_rest_api.web.app import create_app
 
 
+log = logging.getLogger("web.wsgi")
+
+
 def load_application() -> Flask:
-    """The web tier's app for this daemon process; a setting that does not parse raises ValueError."""
-    config = settings.load()
+    """The web tier's app for this daemon process. A setting that cannot be used raises
+    SettingError, after one log line naming it: mod_wsgi then loads no app at all, rather than
+    one that answers 500 to every request."""
+    try:
+        config = settings.load()
+    except settings.SettingError as exc:
+        configure_logging("INFO")
+        log.error("refusing to load the web tier: %s", exc)
+        raise
     configure_logging(config["LOG_LEVEL"])
     # Set before the first request is parsed, not only in create_app: set late, the daemons
     # paid 2-10 page faults per request instead of under 1.
