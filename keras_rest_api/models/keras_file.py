@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from keras_rest_api.models.base import LoadedModel, ModelLoadError
 from keras_rest_api.models.contracts import legacy_contract, model_name_from_file
+from keras_rest_api.models.declared_size import check_settings_limits
 from keras_rest_api.models.preprocessing import get_preprocessor
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ def load_keras_file(config: Mapping[str, Any]) -> LoadedModel:
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
     log.info("loading Keras model from %s", path)
+    # Before Keras builds (and initialises) every layer the file declares: a tiny file can
+    # declare gigabytes of weights.
+    check_settings_limits(path, config)
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:

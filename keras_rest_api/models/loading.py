@@ -19,6 +19,7 @@ from keras_rest_api.models.builtin import BUILTIN_MODELS
 from keras_rest_api.models.config import MODEL_FILE, ModelConfig, ModelConfigError
 from keras_rest_api.models.contracts import (builtin_contract, contract_preprocessor, finish, legacy_contract,
                                              model_name_from_file)
+from keras_rest_api.models.declared_size import check_settings_limits
 from keras_rest_api.models.imagenet import LabelsNotFound, imagenet_labels
 
 # builtin_contract, legacy_contract and model_name_from_file live in models.contracts; re-exported.
@@ -34,7 +35,7 @@ def load_version(config: ModelConfig, version: str, settings: Mapping[str, Any])
     folder = os.path.join(config.folder, version)
     model_file = os.path.join(folder, MODEL_FILE)
     if os.path.isfile(model_file):
-        model = _read_keras(model_file)
+        model = _read_keras(model_file, settings)
         input_size = _input_size(model, model_file, config)
         classes = _classes(model, model_file)
         details: dict[str, Any] = {"path": model_file}
@@ -54,9 +55,12 @@ def load_version(config: ModelConfig, version: str, settings: Mapping[str, Any])
     return finish(loaded, config.precision)
 
 
-def _read_keras(path: str) -> Any:
+def _read_keras(path: str, settings: Mapping[str, Any]) -> Any:
     import keras
 
+    # Before Keras builds (and initialises) every layer the file declares: a tiny file can
+    # declare gigabytes of weights.
+    check_settings_limits(path, settings)
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many kinds for a damaged or foreign file
@@ -155,8 +159,14 @@ def _labels(config: ModelConfig, folder: str, classes: int, model_file: str) -> 
             raise ModelConfigError(f"{config.config_file}: \"labels\": \"imagenet\": {exc}") from None
         where = "the packaged ImageNet labels"
     else:
-        candidates = [spec] if os.path.isabs(spec) else [os.path.join(folder, spec), os.path.join(config.folder, spec)]
+        _check_inside(config, spec)
+        candidates = [os.path.join(folder, spec), os.path.join(config.folder, spec)]
         path = next((c for c in candidates if os.path.isfile(c)), "")
+        if path and os.path.commonpath([os.path.realpath(path), os.path.realpath(config.folder)]) \
+                != os.path.realpath(config.folder):
+            raise ModelConfigError(f"{config.config_file}: labels file {spec!r} is a link to "
+                                   f"{os.path.realpath(path)}, outside the model's folder {config.folder}. "
+                                   "Put the labels file itself in the model's folder.")
         if not path:
             raise ModelConfigError(f"{config.config_file}: labels file {spec!r} not found (looked for "
                                    f"{' and '.join(candidates)}). Add it there: one class name per line, in "
@@ -173,6 +183,16 @@ def _labels(config: ModelConfig, folder: str, classes: int, model_file: str) -> 
             "line, in class-index order (blank lines are skipped)."
         )
     return labels
+
+
+def _check_inside(config: ModelConfig, spec: str) -> None:
+    """A labels path names a file in the model's folder (or its version folder), nothing else:
+    every line of the file becomes a label in answers, so a path out of the folder would
+    publish any file the model server can read."""
+    parts = spec.replace("\\", "/").split("/")
+    if os.path.isabs(spec) or ".." in parts or "\0" in spec:
+        raise ModelConfigError(f"{config.config_file}: \"labels\" {spec[:80]!r} leaves the model's folder; "
+                               "give a file name inside it (e.g. \"labels.txt\"), relative, without '..'.")
 
 
 # --- unloading -------------------------------------------------------------------------------

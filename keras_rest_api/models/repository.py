@@ -27,6 +27,7 @@ from keras_rest_api.models.base import LoadedModel, ModelLoadError
 from keras_rest_api.models.config import (CONFIG_FILE, MODEL_FILE, SHIPPED_REPOSITORY, ModelConfig, ModelConfigError,
                                           VersionPolicy, model_folder, parse_config, scan_models, shipped_config)
 from keras_rest_api.models.loading import load_version
+from keras_rest_api.models.trust import unsafe_dir, unsafe_linked_file
 from keras_rest_api.queue.records import is_valid_model_name, is_valid_version
 
 # The names of models.config re-exported: they were defined here, and callers import them from here.
@@ -35,6 +36,8 @@ __all__ = ["ModelRepository", "open_repository", "CONFIG_FILE", "MODEL_FILE", "S
 
 log = logging.getLogger(__name__)
 
+_TRUST_FIX = ("Only this user or root may be able to write the model repository, its folders and files, and the "
+              "folders above it (chown them to this user or root; chmod go-w).")
 # Files that show someone saved a model in a format this server does not read.
 _OTHER_FORMATS = (".h5", ".hdf5", ".pb", ".onnx", ".pt", ".pth", ".tflite", ".savedmodel", ".keras")
 
@@ -166,6 +169,9 @@ class ModelRepository:
         if problem:
             raise ModelConfigError(problem + ".")
         stamp = self._files_stamp(config.folder, os.path.join(config.folder, version))
+        untrusted = self._untrusted(config, version)
+        if untrusted:
+            raise ModelConfigError(untrusted)
         try:
             return load_version(config, version, self.settings)
         except ModelLoadError as exc:
@@ -174,6 +180,26 @@ class ModelRepository:
             with self._lock:
                 self._failed[(name, version)] = (stamp, f"{exc} (load failed; fix the files to retry)")
             raise
+
+    @staticmethod
+    def _untrusted(config: ModelConfig, version: str) -> str:
+        """Why the files `version` is loaded from may have been written by another user ("" if not).
+
+        The same rule as the converted-model cache's (models.trust): what Keras builds from is,
+        in effect, run, so only this user or root may be able to write the model's folders and
+        files (the repository's root and the folders above it are checked when it is opened).
+        """
+        folder = os.path.join(config.folder, version)
+        for directory in (config.folder, folder):
+            problem = unsafe_dir(directory)
+            if problem:
+                return f"{directory}: {problem}. Not loading {config.name} version {version}. {_TRUST_FIX}"
+        for path in (config.config_file, os.path.join(folder, MODEL_FILE)):
+            if os.path.lexists(path):
+                problem = unsafe_linked_file(path)
+                if problem:
+                    return f"{path}: {problem}. Not loading {config.name} version {version}. {_TRUST_FIX}"
+        return ""
 
     @staticmethod
     def _files_stamp(*folders: str) -> tuple[Any, ...]:
@@ -206,4 +232,7 @@ def open_repository(config: Mapping[str, Any]) -> ModelRepository:
     if not os.path.isdir(root):
         raise ModelConfigError(f"MODEL_REPOSITORY={root!r} is not a folder. Point it at a folder holding one "
                                "folder per model (<name>/config.json, <name>/1/model.keras).")
+    problem = unsafe_dir(root)
+    if problem:
+        raise ModelConfigError(f"MODEL_REPOSITORY={root!r}: {problem}. {_TRUST_FIX}")
     return ModelRepository(root, config)
