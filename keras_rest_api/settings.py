@@ -278,9 +278,11 @@ def validate(values: Mapping[str, Any]) -> None:
         raise SettingError(f"HEARTBEAT_INTERVAL ({values['HEARTBEAT_INTERVAL']}) must be below HEARTBEAT_TTL "
                            f"({values['HEARTBEAT_TTL']}), or live model servers expire between heartbeats.")
     try:
-        parse_api_keys(str(values.get("API_KEYS") or ""), "API_KEYS")
+        keys = parse_api_keys(str(values.get("API_KEYS") or ""), "API_KEYS")
     except ApiKeyError as exc:
         raise SettingError(str(exc)) from None
+    if len(set(keys.values())) != len(keys):
+        raise SettingError("API_KEYS: the same key is configured under two names; each client needs its own key.")
 
 
 def defaults() -> dict[str, Any]:

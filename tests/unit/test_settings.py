@@ -18,6 +18,7 @@ def test_the_defaults_are_valid():
     ("API_KEYS", "plainkey", r"API_KEYS: entry 1 is not `name:key`"),
     ("API_KEYS", "ops:short", r"API_KEYS: the key named 'ops' is shorter than 16"),
     ("API_KEYS", "ops:" + "k" * 20 + ",ops:" + "j" * 20, r"the name 'ops' appears twice"),
+    ("API_KEYS", "ops:" + "k" * 20 + ",app:" + "k" * 20, r"the same key is configured under two names"),
     ("BATCH_SIZE", "0", r"BATCH_SIZE must be above 0 \(default 8\), got 0"),
     ("BATCH_SIZE", "-3", r"BATCH_SIZE must be a finite number >= 0"),
     ("BATCH_SIZE", "eight", r"BATCH_SIZE must be a int \(default 8\), got 'eight'"),

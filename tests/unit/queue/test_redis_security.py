@@ -230,7 +230,7 @@ def test_client_options_read_the_password_file_and_explain_mistakes(tmp_path):
 
 
 def test_settings_dump_shows_no_secret(tmp_path):
-    env = {**os.environ, "REDIS_PASSWORD": "pw-in-env-123", "API_KEYS": "ops:key-in-env-456",
+    env = {**os.environ, "REDIS_PASSWORD": "pw-in-env-123", "API_KEYS": "ops:key-in-env-456-0123456789",
            "REDIS_URL": "redis://web:pw-in-url-789@10.0.0.1:6379/0", "REDIS_USERNAME": "web"}
     dump = subprocess.run([sys.executable, "settings.py"], cwd=PROJECT, env=env, capture_output=True, text=True,
                           timeout=30, check=True).stdout
