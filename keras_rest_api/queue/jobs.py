@@ -24,6 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from keras_rest_api.errors import clip
 from keras_rest_api.queue.records import Heartbeat, Job, Keys, RecordError, Result
 from keras_rest_api.queue.redis_users import client_options
 
@@ -269,7 +270,7 @@ class JobQueue:
             try:
                 beats.append(Heartbeat.from_redis(record))
             except RecordError as exc:
-                log.warning("ignoring an invalid heartbeat under %r: %s", name[:128], exc)
+                log.warning("ignoring an invalid heartbeat under %s: %s", clip(name), clip(str(exc), 200))
         return beats
 
 

@@ -15,7 +15,7 @@ import redis
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from keras_rest_api.errors import BadRequest, GatewayTimeout, ModelNotFound, NoModelServer, NotFound
+from keras_rest_api.errors import BadRequest, GatewayTimeout, ModelNotFound, NoModelServer, NotFound, clip
 from keras_rest_api.ids import is_valid_job_id
 from keras_rest_api.queue.records import Result
 from keras_rest_api.web import auth
@@ -115,7 +115,7 @@ class PredictEndpoints:
     def describe_model(self, name: str) -> tuple[Response, int]:
         versions = self.plane.served.models().get(name)
         if not versions:
-            raise ModelNotFound(f"No model {name!r} is served. GET /models lists the served models.")
+            raise ModelNotFound(f"No model {clip(name)} is served. GET /models lists the served models.")
         return jsonify(success=True, **_model_json(name, versions)), 200
 
     # --- inference --------------------------------------------------------------------------
@@ -173,7 +173,7 @@ class PredictEndpoints:
             response = jsonify(success=True, id=job_id, status="pending", status_url=f"/result/{job_id}")
             response.headers["Retry-After"] = str(self.settings["RETRY_AFTER_SECONDS"])
             return response, 202
-        raise NotFound(f"No job {job_id!r}: it never existed or its result expired "
+        raise NotFound(f"No job {clip(job_id)}: it never existed or its result expired "
                        f"({self.settings['RESULT_TTL']:g} s after it was ready).")
 
     def register(self, app: Flask) -> None:
@@ -233,7 +233,7 @@ def _top_k(config: Mapping[str, Any]) -> int:
     except ValueError:
         value = 0
     if not 1 <= value <= config["MAX_TOP_K"]:
-        raise BadRequest(f"top_k must be an integer from 1 to {config['MAX_TOP_K']}, received {raw!r}.")
+        raise BadRequest(f"top_k must be an integer from 1 to {config['MAX_TOP_K']}, received {clip(raw)}.")
     return value
 
 
