@@ -14,7 +14,7 @@ import reprlib
 
 __all__ = [
     "ServiceError", "BadRequest", "ProtocolError", "ImageError", "NotFound", "ModelNotFound",
-    "ImageTooLarge", "UnsupportedMediaType", "ServiceUnavailable", "NoModelServer",
+    "ImageTooLarge", "RequestTooLarge", "UnsupportedMediaType", "ServiceUnavailable", "NoModelServer",
     "BadGateway", "GatewayTimeout", "clip", "CLIP_CHARS",
 ]
 
@@ -86,6 +86,12 @@ class ModelNotFound(NotFound):
 
 class ImageTooLarge(ImageError):
     """An image whose pixels or decode would exceed the limits: 413."""
+
+    status = 413
+
+
+class RequestTooLarge(BadRequest):
+    """A request body (or its JSON part) larger than this service parses: 413."""
 
     status = 413
 

@@ -67,6 +67,11 @@ MAX_IMAGE_PIXELS = 50_000_000
 # free waits up to DECODE_WAIT_MS, then gets 503 with Retry-After. The default admits the worst
 # case under MAX_IMAGE_PIXELS (a lossless RGBA WebP: about 16 bytes a pixel, 800 MB at 50 M).
 DECODE_MEMORY_BUDGET = 1024 * 1024 * 1024
+# Bytes of JSON one request may send (the Open Inference Protocol's JSON request or header, the
+# repository index request), refused with 413 from its declared length before any is read. Parsing
+# JSON costs up to ~33 bytes of memory per byte sent (a body of empty objects), reserved in
+# DECODE_MEMORY_BUDGET while it is parsed; send large tensors as binary tensor data instead.
+MAX_JSON_BYTES = 4 * 1024 * 1024
 # How long (ms) a decode waits for room in DECODE_MEMORY_BUDGET before its request gets 503.
 DECODE_WAIT_MS = 1000
 DEFAULT_TOP_K = 5

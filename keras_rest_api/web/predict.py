@@ -126,8 +126,10 @@ class PredictEndpoints:
         contract = self.plane.resolve(name, version)
         # Refuse before reading and decoding the upload; the submit's atomic check still enforces the bound.
         self.plane.check_room(contract)
-        top_k = _top_k(config)
-        data = _upload_bytes(config["MAX_UPLOAD_BYTES"])
+        # The form and the upload are parsed while the decode budget holds what that may cost.
+        with self.plane.parsing(self.plane.parse_cost(request.content_length), _UPLOAD_ADVICE):
+            top_k = _top_k(config)
+            data = _upload_bytes(config["MAX_UPLOAD_BYTES"])
 
         decode_started = time.perf_counter()
         pixels = self.plane.decode(data, contract)
@@ -222,6 +224,9 @@ def _answer(answer: Result) -> Response:
     """The HTTP answer for a model server's result (its error raised, for the error table)."""
     check_answer(answer, g.request_id)
     return jsonify(answer.as_response())
+
+
+_UPLOAD_ADVICE = "Send a smaller image."
 
 
 def _top_k(config: Mapping[str, Any]) -> int:

@@ -30,7 +30,7 @@ import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from keras_rest_api.errors import BadGateway, ModelNotFound, ProtocolError, ServiceError, clip
+from keras_rest_api.errors import BadGateway, ModelNotFound, ProtocolError, RequestTooLarge, ServiceError, clip
 from keras_rest_api.queue.records import ModelContract, Result
 from keras_rest_api.web.dataplane import DataPlane
 
@@ -107,8 +107,11 @@ def model_ready(name: str, version: str | None) -> Response:
 # --- model repository extension -------------------------------------------------------------------
 
 def repository_index() -> Response:
-    body = _json_object(request.get_data(cache=False), "The repository index request", allow_empty=True)
-    ready_only = body.get("ready", False)
+    plane = _plane()
+    what = "The repository index request"
+    length = _json_body_length(what)
+    with plane.parsing(plane.parse_cost(length, length), _JSON_ADVICE):
+        ready_only = _json_object(_read_json_body(what), what, allow_empty=True).get("ready", False)
     if not isinstance(ready_only, bool):
         raise ProtocolError(f"'ready' must be true or false, received {clip(ready_only)}.")
     table = _plane().served.models()
@@ -136,23 +139,98 @@ class RequestedOutput:
     binary: bool
 
 
+@dataclass
+class InferRequest:
+    """What an inference request asks for, once parsed and validated: the parsed JSON is gone."""
+
+    inputs: "InputTensor"
+    outputs: list[RequestedOutput]
+    timeout: float
+    id: str | None
+    files: list[bytes] | None  # encoded images still to decode, or
+    pixels: list[np.ndarray] | None  # the pixels themselves
+
+
 def infer(name: str, version: str | None) -> Response:
     plane = _plane()
     model = find_model(name, version)
-    header, binary = _split_body()
-    inputs, outputs = _tensors(header, model)
-    batch = inputs.shape[0] if inputs.shape else 0
-    if 1 <= batch <= _max_batch():
-        plane.check_room(model, batch)
-    images = _images(inputs, binary, model)
-    timeout = _timeout(header.get("parameters") or {}, plane.request_timeout)
-
-    top_k = max([output.classification for output in outputs] + [1])
-    answers = plane.classify(model, images, top_k, timeout, g.request_id, full_output=True)
+    parsed = _parse_infer(plane, model)
+    # The parse's reservation is released: each image reserves its own decode cost.
+    images = parsed.pixels if parsed.files is None else [_decode(data, n, model) for n, data in enumerate(parsed.files)]
+    parsed.files = None
+    top_k = max([output.classification for output in parsed.outputs] + [1])
+    answers = plane.classify(model, images, top_k, parsed.timeout, g.request_id, full_output=True)
     if any(answer.probabilities is None or any(p.index is None for p in answer.predictions) for answer in answers):
         # A model server of an older version, which ignores full_output.
         raise BadGateway("The model server answered without the full output; upgrade it.")
-    return _infer_response(header, model, outputs, answers)
+    return _infer_response(parsed.id, model, parsed.outputs, answers)
+
+
+def _parse_infer(plane: DataPlane, model: ModelContract) -> InferRequest:
+    """The request read, parsed and validated while the decode budget holds what that may cost.
+
+    The JSON part is capped (MAX_JSON_BYTES) from its declared length before any byte is read.
+    """
+    if request.headers.get("Inference-Header-Content-Length") is None:  # all JSON
+        body_bytes = json_bytes = _json_body_length("The inference request")
+    else:
+        body_bytes, json_bytes = request.content_length, _declared_header_length()
+    with plane.parsing(plane.parse_cost(body_bytes, json_bytes), _JSON_ADVICE):
+        header, binary = _split_body()
+        inputs, outputs = _tensors(header, model)
+        batch = inputs.shape[0] if inputs.shape else 0
+        if 1 <= batch <= _max_batch():
+            plane.check_room(model, batch)
+        timeout = _timeout(header.get("parameters") or {}, plane.request_timeout)
+        files, pixels = _images(inputs, binary, model)
+        request_id = header["id"] if isinstance(header.get("id"), str) else None
+        inputs.data = None
+        return InferRequest(inputs, outputs, timeout, request_id, files, pixels)
+
+
+_JSON_ADVICE = ("Send the tensors as binary tensor data (tritonclient's binary_data=True, with "
+                "Inference-Header-Content-Length) rather than JSON, or fewer images per request.")
+
+
+def _json_body_length(what: str) -> int:
+    """The length of a body that is all JSON: as declared (413 past MAX_JSON_BYTES, before any
+    byte is read), or MAX_JSON_BYTES for one streamed without Content-Length."""
+    _refuse_json_over_cap(request.content_length, what)
+    return request.content_length if request.content_length is not None else _plane().max_json_bytes
+
+
+def _declared_header_length() -> int:
+    """Inference-Header-Content-Length, 413 past MAX_JSON_BYTES (0 when malformed: the 400 comes later)."""
+    try:
+        length = int(request.headers.get("Inference-Header-Content-Length", ""))
+    except ValueError:
+        return 0
+    _refuse_json_over_cap(length, "The inference request's JSON header")
+    return max(0, length)
+
+
+def _read_json_body(what: str) -> bytes:
+    """A body that is all JSON, read up to MAX_JSON_BYTES (413 beyond: one streamed without
+    Content-Length is cut there)."""
+    limit = _plane().max_json_bytes
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = request.stream.read(min(1 << 20, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestTooLarge(f"{what} has more than {limit} bytes of JSON; this server parses at most {limit} "
+                              f"(MAX_JSON_BYTES). {_JSON_ADVICE}")
+    return b"".join(chunks)
+
+
+def _refuse_json_over_cap(length: int | None, what: str) -> None:
+    limit = _plane().max_json_bytes
+    if length is not None and length > limit:
+        raise RequestTooLarge(f"{what} has {length} bytes of JSON; this server parses at most {limit} "
+                              f"(MAX_JSON_BYTES). {_JSON_ADVICE}")
 
 
 def _max_batch() -> int:
@@ -165,13 +243,13 @@ def _split_body() -> tuple[dict[str, Any], bytes]:
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding != "identity":
         raise ProtocolError(f"Content-Encoding {clip(encoding)} is not supported; send the request uncompressed.", 415)
+    raw_length = request.headers.get("Inference-Header-Content-Length")
+    if raw_length is None:
+        return _json_object(_read_json_body("The inference request"), "The inference request"), b""
     body = request.get_data(cache=False)
     # A body streamed without Content-Length is cut at the limit rather than refused.
     if request.content_length is None and len(body) >= current_app.config["MAX_UPLOAD_BYTES"]:
         raise RequestEntityTooLarge()
-    raw_length = request.headers.get("Inference-Header-Content-Length")
-    if raw_length is None:
-        return _json_object(body, "The inference request"), b""
     try:
         length = int(raw_length)
     except ValueError:
@@ -289,8 +367,10 @@ def _is_int64(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and -INT64_MAX - 1 <= value <= INT64_MAX
 
 
-def _images(tensor: InputTensor, binary: bytes, model: ModelContract) -> list[np.ndarray]:
-    """The input as uint8 (H, W, 3) pixel arrays, one per image, checked as /predict checks uploads."""
+def _images(tensor: InputTensor, binary: bytes,
+            model: ModelContract) -> tuple[list[bytes] | None, list[np.ndarray] | None]:
+    """The input's encoded image files (to decode as /predict decodes uploads), or its uint8
+    (H, W, 3) pixel arrays, one per image, checked."""
     if tensor.binary_size is not None and tensor.binary_size != len(binary):
         raise ProtocolError(f"Input {tensor.name!r} declares binary_data_size {clip(tensor.binary_size)} but "
                             f"{len(binary)} bytes follow the JSON header.")
@@ -313,8 +393,8 @@ def _images(tensor: InputTensor, binary: bytes, model: ModelContract) -> list[np
         files = list(_bytes_elements(binary)) if tensor.binary_size is not None else _json_bytes(tensor.data)
         if len(files) != batch:
             raise ProtocolError(f"Input {IMAGE_INPUT!r} has shape {clip(shape)} but holds {len(files)} elements.")
-        return [_decode(data, index, model) for index, data in enumerate(files)]
-    return list(_pixels(tensor, binary, expected))
+        return files, None
+    return None, list(_pixels(tensor, binary, expected))
 
 
 def _bytes_elements(data: bytes) -> Iterator[bytes]:
@@ -391,7 +471,7 @@ def _pixels(tensor: InputTensor, binary: bytes, shape: list[int]) -> np.ndarray:
     return np.rint(values).astype(np.uint8).reshape(shape)
 
 
-def _infer_response(header: dict[str, Any], model: ModelContract, outputs: Sequence[RequestedOutput],
+def _infer_response(request_id: str | None, model: ModelContract, outputs: Sequence[RequestedOutput],
                     answers: Sequence[Result]) -> Response:
     batch = len(answers)
     blobs: list[bytes] = []
@@ -417,8 +497,8 @@ def _infer_response(header: dict[str, Any], model: ModelContract, outputs: Seque
             blobs.append(blob)
         described.append(tensor)
     body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
-    if isinstance(header.get("id"), str):
-        body["id"] = header["id"]
+    if request_id is not None:
+        body["id"] = request_id
     body["outputs"] = described
     encoded = json.dumps(body, separators=(",", ":")).encode()
     if not blobs:
