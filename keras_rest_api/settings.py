@@ -47,6 +47,12 @@ QUEUE_NAME = "image_queue"
 CONSUMER_GROUP = "model_servers"
 # Requests refused with 503 once this many images are queued or in flight.
 MAX_QUEUE_LENGTH = 1000
+# The Redis that run.sh and the tests start refuses writes (never evicts) past this many bytes,
+# so no client, not even a compromised tier writing directly, can grow it without bound; a
+# refused write is a 503 with Retry-After. 0: sized from the queue bound, with headroom:
+# 64 MiB + 2 x MAX_QUEUE_LENGTH x REDIS_JOB_BYTES (an image's pixels and record, its result).
+REDIS_MAXMEMORY = 0
+REDIS_JOB_BYTES = 256 * 1024
 
 # --- Web tier --------------------------------------------------------------------------------
 # Seconds a request waits for its answer before it gets 504.
