@@ -88,7 +88,7 @@ class DataPlane:
 
     def enqueue(self, contract: ModelContract, images: Sequence[np.ndarray], top_k: int, timeout: float,
                 request_id: str, *, full_output: bool = False, fetch_later: bool = False,
-                pending_ttl: float = 0) -> list[Job]:
+                pending_ttl: float = 0, owner: str = "") -> list[Job]:
         """Queue each image as a job of its own on `contract`'s queue, all with one deadline.
 
         Each is batched by the model servers with everyone else's. ServiceUnavailable (503) when
@@ -100,7 +100,7 @@ class DataPlane:
                     full_output=full_output, fetch_later=fetch_later) for pixels in images]
         for job in jobs:
             try:
-                queue.submit(job, self.max_queue_length, pending_ttl=pending_ttl)
+                queue.submit(job, self.max_queue_length, pending_ttl=pending_ttl, owner=owner)
             except QueueFull:
                 raise self._queue_full(len(jobs)) from None
         return jobs
