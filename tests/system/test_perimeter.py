@@ -186,3 +186,35 @@ def test_without_a_key_every_route_answers_401_before_looking_at_the_body(stack,
     answer = requests.post(stack.url + path, data=body, headers=headers, timeout=30)
     assert answer.status_code == 401, answer.text
     assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+# 3 (last: it locks the web tier out of Redis for a moment) ------------------------------------------
+REDIS_ROUTES = [("GET", "/ready"), ("GET", "/models"), ("GET", "/metrics"), ("GET", "/result/" + "a" * 32),
+                ("POST", "/predict"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/tiny"),
+                ("POST", INFER), ("POST", "/v2/repository/index")]
+
+
+def test_a_redis_that_refuses_the_web_user_gets_one_answer_on_every_route(stack):
+    admin = stack.redis.client()
+    password_hash = next(rule for rule in admin.acl_getuser("web")["passwords"])
+    admin.execute_command("ACL", "SETUSER", "web", "resetpass", ">" + "x" * 40)
+    admin.execute_command("CLIENT", "KILL", "USER", "web")
+    try:
+        for method, path in REDIS_ROUTES:
+            if method == "GET":
+                answer = requests.get(stack.url + path, headers=key(ALICE), timeout=30)
+            elif path == "/predict":
+                answer = requests.post(stack.url + path, files={"image": ("a.png", png_bytes(5))}, headers=key(ALICE),
+                                       timeout=30)
+            else:
+                answer = requests.post(stack.url + path, data=infer_body([pixels()]), headers=key(ALICE), timeout=30)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.headers["Retry-After"], path
+            assert answer.json()["error"] == "The queue (Redis) is unavailable. Retry shortly.", (path, answer.text)
+    finally:
+        admin.execute_command("ACL", "SETUSER", "web", "resetpass", "#" + password_hash)
+    assert "WRONGPASS" in stack.log("apache") or "invalid username-password" in stack.log("apache")
+    deadline = time.monotonic() + 30
+    while requests.get(stack.url + "/ready", headers=key(ALICE), timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, "the web tier did not come back after Redis let it in again"
+        time.sleep(0.5)
