@@ -102,6 +102,8 @@ else
   web_redis=("REDIS_USERNAME=$redis_web_user" "REDIS_PASSWORD_FILE=$redis_web_password_file" "${ca[@]}")
   model_redis=("REDIS_USERNAME=$redis_model_user" "REDIS_PASSWORD_FILE=$redis_model_password_file" "${ca[@]}")
   env "${ca[@]}" "$venv/bin/python" -m keras_rest_api.queue.redis_users probe --wait 10 --role admin --dir .run/redis-secrets
+  # The web tier runs no script of its own: its atomic submit is a function the admin loads here.
+  env "${ca[@]}" "$venv/bin/python" -m keras_rest_api.queue.redis_users functions --role admin --dir .run/redis-secrets
 fi
 
 log "starting the model server (MODEL=$MODEL)"

@@ -30,6 +30,8 @@ rm -rf "$body_spool" && mkdir -p "$body_spool"
 if [ "$(id -u)" = 0 ]; then chown "${APACHE_USER:-www-data}:${APACHE_GROUP:-www-data}" "$body_spool"; fi
 # Read by buffer-bodies.conf (Apache expands ${NAME} from its environment).
 export KRAS_BODY_LIMIT="$body_limit" KRAS_BODY_SPOOL="$body_spool"
+# Read by access-log.conf: the access log, with job ids masked.
+export KRAS_ACCESS_LOG="$server_root-access.log"
 
 args=(
   "$project/keras_rest_api_app.wsgi"
@@ -55,6 +57,7 @@ args=(
   --initial-workers 1
   --document-root "$here/htdocs"
   --include-file "$here/hardening.conf"
+  --include-file "$here/access-log.conf"
   --log-to-terminal
   --python-path "$project"
 )

@@ -10,11 +10,41 @@ client, so it never holds addresses, users, exception texts or other internals.
 """
 from __future__ import annotations
 
+import reprlib
+
 __all__ = [
     "ServiceError", "BadRequest", "ProtocolError", "ImageError", "NotFound", "ModelNotFound",
-    "ImageTooLarge", "UnsupportedMediaType", "ServiceUnavailable", "NoModelServer",
-    "BadGateway", "GatewayTimeout",
+    "ImageTooLarge", "RequestTooLarge", "UnsupportedMediaType", "ServiceUnavailable", "NoModelServer",
+    "BadGateway", "GatewayTimeout", "clip", "CLIP_CHARS",
 ]
+
+# How much of a client-supplied value a message or log line shows: enough to recognise it, too
+# little for a client to grow an answer or the log with what it sends.
+CLIP_CHARS = 40
+
+
+def clip(value: object, limit: int = CLIP_CHARS) -> str:
+    """`value` as `repr` shows it, cut to about `limit` characters: every client-supplied value in
+    an error message or a log line goes through this.
+
+    Containers, strings and numbers are cut while they are rendered (reprlib), so a huge list,
+    string or integer costs O(limit) here, not O(its size).
+    """
+    try:
+        shown = _CLIPPER.repr(value)
+    except (ValueError, RecursionError):  # an int past str()'s digit limit
+        return f"<{type(value).__name__}>"
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
+def _clipper() -> reprlib.Repr:
+    clipper = reprlib.Repr()
+    clipper.maxlevel, clipper.maxlist, clipper.maxtuple, clipper.maxdict = 3, 8, 8, 4
+    clipper.maxstring = clipper.maxother = clipper.maxlong = CLIP_CHARS
+    return clipper
+
+
+_CLIPPER = _clipper()
 
 
 class ServiceError(Exception):
@@ -56,6 +86,12 @@ class ModelNotFound(NotFound):
 
 class ImageTooLarge(ImageError):
     """An image whose pixels or decode would exceed the limits: 413."""
+
+    status = 413
+
+
+class RequestTooLarge(BadRequest):
+    """A request body (or its JSON part) larger than this service parses: 413."""
 
     status = 413
 

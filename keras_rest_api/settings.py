@@ -52,6 +52,12 @@ QUEUE_NAME = "image_queue"
 CONSUMER_GROUP = "model_servers"
 # Requests refused with 503 once this many images are queued or in flight.
 MAX_QUEUE_LENGTH = 1000
+# The Redis that run.sh and the tests start refuses writes (never evicts) past this many bytes,
+# so no client, not even a compromised tier writing directly, can grow it without bound; a
+# refused write is a 503 with Retry-After. 0: sized from the queue bound, with headroom:
+# 64 MiB + 2 x MAX_QUEUE_LENGTH x REDIS_JOB_BYTES (an image's pixels and record, its result).
+REDIS_MAXMEMORY = 0
+REDIS_JOB_BYTES = 256 * 1024
 
 # --- Web tier --------------------------------------------------------------------------------
 # Seconds a request waits for its answer before it gets 504.
@@ -72,6 +78,11 @@ MAX_IMAGE_PIXELS = 50_000_000
 # free waits up to DECODE_WAIT_MS, then gets 503 with Retry-After. The default admits the worst
 # case under MAX_IMAGE_PIXELS (a lossless RGBA WebP: about 16 bytes a pixel, 800 MB at 50 M).
 DECODE_MEMORY_BUDGET = 1024 * 1024 * 1024
+# Bytes of JSON one request may send (the Open Inference Protocol's JSON request or header, the
+# repository index request), refused with 413 from its declared length before any is read. Parsing
+# JSON costs up to ~33 bytes of memory per byte sent (a body of empty objects), reserved in
+# DECODE_MEMORY_BUDGET while it is parsed; send large tensors as binary tensor data instead.
+MAX_JSON_BYTES = 4 * 1024 * 1024
 # How long (ms) a decode waits for room in DECODE_MEMORY_BUDGET before its request gets 503.
 DECODE_WAIT_MS = 1000
 DEFAULT_TOP_K = 5

@@ -1,4 +1,4 @@
-"""A per-process budget of bytes that concurrent image decodes may hold at once.
+"""A per-process budget of bytes that concurrent image decodes (and request parsing) may hold at once.
 
 An upload's decode cost is known from its header before any pixel is decoded (see
 `imaging.decode_cost`). Each decode reserves its cost here first: when the budget has room it
@@ -6,7 +6,8 @@ goes ahead at once; when it has not, it waits a little for other decodes to fini
 whose cost alone exceeds the whole budget is refused at once (413), and one that still finds no
 room after the wait is refused with 503 and Retry-After. So the memory one web process spends on
 decoding stays under DECODE_MEMORY_BUDGET bytes whatever clients send and however many daemon
-threads are busy.
+threads are busy. Parsing a request body (multipart, JSON tensors, binary tensors) reserves
+what it may cost here too, before the body is read (web.dataplane.DataPlane.parsing).
 
 The waits are on a condition variable with a deadline, not polling: each release wakes the
 waiters, and each re-checks whether it now fits.
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 # cannot serve from memory it already has is served by mmap.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+# How a refusal words the work and what the client can do about it (decoding; parsing passes its own).
+DECODING = "Decoding this image"
+DECODE_ADVICE = "Send a smaller image (fewer pixels, 8 bits per channel, or JPEG)."
 
 
 class DecodeTooLarge(ImageTooLarge):
@@ -66,15 +72,17 @@ class DecodeBudget:
         with self._condition:
             return self._peak
 
-    def acquire(self, nbytes: int) -> None:
-        """Reserve `nbytes`, waiting at most `wait_seconds`; DecodeTooLarge or DecodeBusy if not."""
+    def acquire(self, nbytes: int, what: str = DECODING, advice: str = DECODE_ADVICE) -> None:
+        """Reserve `nbytes`, waiting at most `wait_seconds`; DecodeTooLarge or DecodeBusy if not.
+
+        `what` (e.g. "Decoding this image") and `advice` (how to send less) word the 413.
+        """
         if self.capacity <= 0:
             return
         if nbytes > self.capacity:
             raise DecodeTooLarge(
-                f"Decoding this image needs about {_mib(nbytes)} of memory; this server decodes at most "
-                f"{_mib(self.capacity)} at once (DECODE_MEMORY_BUDGET). Send a smaller image (fewer pixels, "
-                "8 bits per channel, or JPEG)."
+                f"{what} needs about {_mib(nbytes)} of memory; this server holds at most "
+                f"{_mib(self.capacity)} for decoding and parsing at once (DECODE_MEMORY_BUDGET). {advice}"
             )
         deadline = time.monotonic() + self.wait_seconds
         with self._condition:
@@ -86,7 +94,7 @@ class DecodeBudget:
                     log.warning("decode of %d bytes refused: %d of %d bytes in use after %.0f ms",
                                 nbytes, self._in_use, self.capacity, self.wait_seconds * 1000)
                     raise DecodeBusy(
-                        f"The server is busy decoding other images (needs {_mib(nbytes)}, "
+                        f"The server is busy decoding other requests (needs {_mib(nbytes)}, "
                         f"{_mib(self.capacity - self._in_use)} free). Retry shortly.",
                         self.retry_after,
                     )
@@ -102,9 +110,9 @@ class DecodeBudget:
             self._condition.notify_all()
 
     @contextmanager
-    def reserve(self, nbytes: int) -> Iterator[None]:
+    def reserve(self, nbytes: int, what: str = DECODING, advice: str = DECODE_ADVICE) -> Iterator[None]:
         """`with budget.reserve(n):` holds `n` bytes of the budget for the block."""
-        self.acquire(nbytes)
+        self.acquire(nbytes, what, advice)
         try:
             yield
         finally:

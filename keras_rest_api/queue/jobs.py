@@ -24,24 +24,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from keras_rest_api.errors import clip
+from keras_rest_api.queue.functions import SUBMIT
 from keras_rest_api.queue.records import Heartbeat, Job, Keys, RecordError, Result
 from keras_rest_api.queue.redis_users import client_options
 
 log = logging.getLogger(__name__)
-
-# Atomic "append unless full": a check then an XADD from the client could overshoot the bound
-# under concurrency. Returns the new entry id, or false when the queue is full.
-# With a marker TTL, the job's "pending" marker (holding its deadline) is set in the same step.
-_SUBMIT_SCRIPT = """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
-    return false
-end
-if tonumber(ARGV[2]) > 0 then
-    redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
-end
-return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
-"""
-
 
 @dataclass
 class Claimed:
@@ -80,7 +68,6 @@ class JobQueue:
         self.model = model
         self.version = version
         self._stream = keys.queue(model, version) if model else ""
-        self._submit = connection.register_script(_SUBMIT_SCRIPT)
 
     def for_model(self, model: str, version: str) -> "JobQueue":
         """The queue of `model` version `version`, on this connection."""
@@ -99,17 +86,19 @@ class JobQueue:
         return self._stream
 
     # --- web tier -----------------------------------------------------------------------
-    def submit(self, job: Job, max_length: int, pending_ttl: float = 0) -> bytes:
+    def submit(self, job: Job, max_length: int, pending_ttl: float = 0, owner: str = "") -> bytes:
         """Queue `job`; QueueFull if `max_length` images are already queued or in flight.
 
         With `pending_ttl` (seconds), the job is also marked pending for that long, so that
-        `peek_result` can tell "not finished yet" from "unknown or expired".
+        `peek_result` can tell "not finished yet" from "unknown or expired", and only for `owner`
+        (a hash of who submitted it, see web.auth.owner_tag; "" for anyone).
         """
         fields = job.to_redis()
-        args: list[Any] = [max_length, int(pending_ttl * 1000), repr(job.deadline)]
+        args: list[Any] = [max_length, int(pending_ttl * 1000), f"{job.deadline!r} {owner}".rstrip()]
         for name, value in fields.items():
             args.extend((name, value))
-        entry_id = self._submit(keys=[self.stream, self.keys.pending(job.id)], args=args)
+        # FCALL of the library the admin user loaded (queue.functions): this tier runs no script of its own.
+        entry_id = self.redis.fcall(SUBMIT, 2, self.stream, self.keys.pending(job.id), *args)
         look = self._look_key
         if not entry_id:
             _seen_lengths[look] = (max_length, time.monotonic())
@@ -131,16 +120,21 @@ class JobQueue:
         """Drop a job's pending marker: its request took the answer itself."""
         self.redis.delete(self.keys.pending(job_id))
 
-    def peek_result(self, job_id: str) -> tuple[Result | None, float | None]:
-        """(result, deadline) of a job, without taking the result: it stays for RESULT_TTL.
+    def peek_result(self, job_id: str, owner: str = "") -> tuple[Result | None, float | None]:
+        """(result, deadline) of a job of `owner`, without taking the result: it stays for RESULT_TTL.
 
         The deadline is that of a job still marked pending, None for an unknown or expired job.
+        A job marked for another owner, or (for an owner) not marked at all, is (None, None): the
+        same as an unknown one, so its id tells another client nothing.
         """
         pipe = self.redis.pipeline(transaction=False)
         pipe.lindex(self.keys.result(job_id), 0)
         pipe.get(self.keys.pending(job_id))
         result, marker = pipe.execute()
-        return (_read_result(job_id, result) if result is not None else None), _deadline(marker)
+        deadline, marked_for = _marker(marker)
+        if marked_for != owner and (marker is not None or owner):
+            return None, None
+        return (_read_result(job_id, result) if result is not None else None), deadline
 
     def length(self) -> int:
         """Images queued or in flight."""
@@ -269,7 +263,7 @@ class JobQueue:
             try:
                 beats.append(Heartbeat.from_redis(record))
             except RecordError as exc:
-                log.warning("ignoring an invalid heartbeat under %r: %s", name[:128], exc)
+                log.warning("ignoring an invalid heartbeat under %s: %s", clip(name), clip(str(exc), 200))
         return beats
 
 
@@ -307,13 +301,15 @@ def _read_result(job_id: str, data: bytes) -> Result:
         return Result(False, error="The model server's answer could not be read. Retry the request.", status=502)
 
 
-def _deadline(marker: bytes | None) -> float | None:
+def _marker(marker: bytes | None) -> tuple[float | None, str]:
+    """A pending marker's (deadline, owner): "<deadline> <owner>", or "<deadline>" for anyone."""
     if marker is None:
-        return None
+        return None, ""
+    deadline, _, owner = marker.decode("ascii", "replace").partition(" ")
     try:
-        return float(marker)
+        return float(deadline), owner
     except ValueError:
-        return math.inf  # an old or foreign marker: pending, with no known deadline
+        return math.inf, owner  # a foreign marker: pending, with no known deadline
 
 
 def queue_from_settings(config: Mapping[str, Any], read_timeout: float) -> JobQueue:

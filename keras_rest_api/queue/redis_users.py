@@ -27,6 +27,7 @@ As a program (`python -m keras_rest_api.queue.redis_users`, used by run.sh; prin
 user names, never a password):
     keras-rest-api-redis-users prepare --dir .run/redis-secrets --data-dir .run/redis --port 6379 [--tls]
     keras-rest-api-redis-users probe [--wait SECONDS] [--role admin --dir DIR]
+    keras-rest-api-redis-users functions [--role admin --dir DIR]   # load queue/functions.py's library
     keras-rest-api-redis-users rules      # ACL SETUSER commands for a Redis of your own
 """
 from __future__ import annotations
@@ -49,6 +50,7 @@ from typing import Any, Mapping, Sequence
 import redis
 
 from keras_rest_api import settings
+from keras_rest_api.queue.functions import load_functions
 from keras_rest_api.queue.records import Keys
 
 log = logging.getLogger("redis_security")
@@ -91,17 +93,17 @@ def acl_rules(role: str, prefix: str, queue_name: str) -> str:
 
     Every command each tier issues (see jobqueue.py) is listed with the keys it may touch; a
     command is allowed only when one selector `( ... )` allows it on all its keys. Commands run
-    inside a Lua script are checked the same way, so the web user's submit script can XADD to the
-    queue and SET a pending marker, but no script of its own can write a result.
+    inside a function are checked the same way, so the web user's submit function can XADD to the
+    queue and SET a pending marker; it may load or evaluate no script of its own.
     """
     k = key_patterns(prefix, queue_name)
     base = "resetkeys resetchannels -@all +ping +select"
     if role == WEB:
         return " ".join([
             base,
-            # The submit script (jobqueue._SUBMIT_SCRIPT): loaded once, then run by its SHA.
-            "+script|load",
-            f"(+evalsha %RW~{k['queue']} %RW~{k['pending']})",
+            # No script of its own (EVAL, SCRIPT, FUNCTION): the submit step is the function the
+            # admin user loaded (queue.functions), called on the queue and a pending marker only.
+            f"(+fcall %RW~{k['queue']} %RW~{k['pending']})",
             f"(+xadd %W~{k['queue']})",
             f"(+xlen %R~{k['queue']})",
             # Pending markers: set by the submit script, read by GET /result, deleted once answered.
@@ -246,11 +248,19 @@ def _openssl(args: list[str]) -> None:
         raise RedisSecurityError(f"openssl {args[0]} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
 
 
+def memory_limit(config: Mapping[str, Any]) -> int:
+    """Redis's maxmemory for these settings: REDIS_MAXMEMORY, or (0) sized from the queue bound."""
+    if int(config["REDIS_MAXMEMORY"]) > 0:
+        return int(config["REDIS_MAXMEMORY"])
+    return 64 * 2**20 + 2 * int(config["MAX_QUEUE_LENGTH"]) * int(config["REDIS_JOB_BYTES"])
+
+
 def prepare(directory: str | os.PathLike[str], *, prefix: str, queue_name: str, data_dir: str | os.PathLike[str],
             port: int, bind: Sequence[str] = ("127.0.0.1",), tls: bool = False, tls_hosts: Sequence[str] = (),
-            web_group: str | None = None) -> Prepared:
+            web_group: str | None = None, maxmemory: int | None = None) -> Prepared:
     """Write the ACL, passwords (kept from an earlier run, so running tiers stay valid), TLS files
-    and redis.conf for a Redis that only the service's users may use."""
+    and redis.conf for a Redis that only the service's users may use, holding at most `maxmemory`
+    bytes (None: `memory_limit` of the default settings)."""
     root = Path(directory).resolve()
     root.mkdir(parents=True, exist_ok=True)
     gid = _web_group(web_group or os.environ.get("APACHE_GROUP") or DEFAULT_WEB_GROUP)
@@ -277,6 +287,9 @@ def prepare(directory: str | os.PathLike[str], *, prefix: str, queue_name: str, 
         "appendonly no",
         # hz 100: Redis ends blocking waits (the batch window) to within 10 ms.
         "hz 100",
+        # Past maxmemory a write is refused (the web tier answers 503), never an accepted job evicted.
+        f"maxmemory {memory_limit(settings.defaults()) if maxmemory is None else int(maxmemory)}",
+        "maxmemory-policy noeviction",
         "loglevel warning",
         f"aclfile {acl}",
     ]
@@ -352,6 +365,19 @@ def probe(url: str, options: Mapping[str, Any], timeout: float = 1.0) -> str:
         client.close()
 
 
+def _load_functions(url: str, options: Mapping[str, Any]) -> int:
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10, **options)
+    try:
+        load_functions(client)
+    except redis.RedisError as exc:
+        print(f"redis_users: cannot load the queue's functions into Redis at {redact_url(url)} ({exc}). "
+              "Load them as a user allowed FUNCTION LOAD (e.g. --role admin --dir SECRETS).", file=sys.stderr)
+        return 4
+    finally:
+        client.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="keras-rest-api-redis-users", description=__doc__.split("\n\n")[0])
@@ -371,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pro.add_argument("--wait", type=float, default=0.0, help="seconds to keep trying while nothing answers")
     pro.add_argument("--role", choices=ROLES, help="connect as this role, with its password from --dir")
     pro.add_argument("--dir", help="the secrets folder (with --role)")
+    fun = commands.add_parser("functions", help="load the queue's Redis functions (queue/functions.py) as a user "
+                              "allowed FUNCTION LOAD (admin): once after Redis starts without them")
+    fun.add_argument("--role", choices=ROLES, help="connect as this role, with its password from --dir")
+    fun.add_argument("--dir", help="the secrets folder (with --role)")
     args = parser.parse_args(argv)
     try:
         config = settings.load()
@@ -381,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "prepare":
             done = prepare(args.dir, prefix=config["KEY_PREFIX"], queue_name=config["QUEUE_NAME"],
                            data_dir=args.data_dir, port=args.port, bind=args.bind or ["127.0.0.1"], tls=args.tls,
-                           tls_hosts=args.tls_host)
+                           tls_hosts=args.tls_host, maxmemory=memory_limit(config))
             shell = {"redis_conf": str(done.conf)}
             for role, name in ((WEB, "web"), (MODEL_SERVER, "model"), (ADMIN, "admin")):
                 shell[f"redis_{name}_user"] = role
@@ -399,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("--role needs --dir")
             config.update(Prepared(Path(args.dir), Path(), Path(), None).client_settings(args.role))
         options = client_options(config)
+        if args.command == "functions":
+            return _load_functions(config["REDIS_URL"], options)
         deadline = time.monotonic() + args.wait
         while True:
             outcome = probe(config["REDIS_URL"], options)

@@ -48,10 +48,11 @@ def create_app(settings: Mapping[str, Any]) -> Flask:
     app.extensions.update(served=served, decode_budget=budget, metrics=metrics)
 
     app.before_request(_start_request)
-    app.before_request(refuse_unparsed_bodies)
     app.after_request(_tag_response)
     PredictEndpoints(plane, metrics, config).register(app)
     auth.install(app)  # after the request id is set; answers 401 before any route runs
+    # After the key check: a caller without a key learns nothing about bodies (401, not 415).
+    app.before_request(refuse_unparsed_bodies)
     errors.register(app)
     v2.register(app, plane)
     page.register(app)

@@ -63,6 +63,12 @@ class ApiKeys:
             raise ApiKeyError("API_KEYS or API_KEYS_FILE is set but holds no `name:key` pair.")
         return cls(keys) if keys else None
 
+    def owner_tag(self, name: str) -> str:
+        """Who owns what key `name` creates (asynchronous jobs), as stored beside it in Redis: a
+        hash of the key's digest, so neither the key nor a way to test guesses of it is stored."""
+        digest = dict(self._digests)[name]
+        return hashlib.sha256(b"kras-job-owner:" + digest).hexdigest()[:32]
+
     def identify(self, presented: str) -> str | None:
         """The name of the key `presented`, or None; every key is compared, whatever matches."""
         digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
@@ -116,6 +122,11 @@ def _is_public() -> bool:
     return when is None or when()
 
 
+def owner() -> str:
+    """The owner tag of this request's key ("" when keys are off: jobs then belong to anyone)."""
+    return g.get("api_owner") or ""
+
+
 def is_authenticated() -> bool:
     """Whether this request presented a valid API key (always False when keys are off)."""
     return g.get("api_client") is not None
@@ -131,6 +142,7 @@ def _authenticate() -> tuple[Response, int] | None:
     name = keys.identify(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
     if name is not None:
         g.api_client = name
+        g.api_owner = keys.owner_tag(name)
         return None
     g.api_client_rejected = True
     presented = bool(token.strip())

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +24,13 @@ from keras_rest_api.web.served import ServedModels
 
 log = logging.getLogger("web.dataplane")
 
+# Memory json.loads may build per byte of JSON: ~33 for a body of empty objects or lists (Python
+# objects, list slots, over-allocation), measured by tests/unit/web/test_parse_budget.py.
+JSON_BYTES_PER_BYTE = 40
+# Copies of the non-JSON part of a body while it is parsed: a multipart part's buffer and the
+# bytes read from it; a binary tensor's slice, its elements, and FP32 pixels widened to float64.
+COPIES_PER_BINARY_BYTE = 3
+
 
 class DataPlane:
     """What every inference route does, with its dependencies passed in."""
@@ -35,6 +43,24 @@ class DataPlane:
         self.max_queue_length = int(settings["MAX_QUEUE_LENGTH"])
         self.max_image_pixels = int(settings["MAX_IMAGE_PIXELS"])
         self.request_timeout = float(settings["REQUEST_TIMEOUT"])
+        self.max_upload_bytes = int(settings["MAX_UPLOAD_BYTES"])
+        self.max_json_bytes = int(settings["MAX_JSON_BYTES"])
+
+    @contextmanager
+    def parsing(self, nbytes: int, advice: str) -> Iterator[None]:
+        """Hold `nbytes` of the process's decode budget while a request body is read, parsed and
+        validated (see `parse_cost`): 413 when that alone exceeds the budget, 503 when it finds no
+        room in time. Released before the images are decoded, which reserve their own cost."""
+        with self.budget.reserve(nbytes, "Reading and parsing this request", advice):
+            yield
+
+    def parse_cost(self, body_bytes: int | None, json_bytes: int = 0) -> int:
+        """What reading and parsing a body of `body_bytes` (None: not declared, so the largest
+        allowed), `json_bytes` of it JSON, may hold at most: the body, JSON's objects, and the
+        copies multipart and binary tensor data make of the rest."""
+        body = self.max_upload_bytes if body_bytes is None else max(0, body_bytes)
+        json_part = min(max(0, json_bytes), body)
+        return body + (body - json_part) * COPIES_PER_BINARY_BYTE + json_part * JSON_BYTES_PER_BYTE
 
     def resolve(self, name: str | None, version: str | None) -> ModelContract:
         """The version a request for `name` (None: the default model) and `version` (None: the
@@ -62,7 +88,7 @@ class DataPlane:
 
     def enqueue(self, contract: ModelContract, images: Sequence[np.ndarray], top_k: int, timeout: float,
                 request_id: str, *, full_output: bool = False, fetch_later: bool = False,
-                pending_ttl: float = 0) -> list[Job]:
+                pending_ttl: float = 0, owner: str = "") -> list[Job]:
         """Queue each image as a job of its own on `contract`'s queue, all with one deadline.
 
         Each is batched by the model servers with everyone else's. ServiceUnavailable (503) when
@@ -74,7 +100,7 @@ class DataPlane:
                     full_output=full_output, fetch_later=fetch_later) for pixels in images]
         for job in jobs:
             try:
-                queue.submit(job, self.max_queue_length, pending_ttl=pending_ttl)
+                queue.submit(job, self.max_queue_length, pending_ttl=pending_ttl, owner=owner)
             except QueueFull:
                 raise self._queue_full(len(jobs)) from None
         return jobs

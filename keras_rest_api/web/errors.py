@@ -47,11 +47,28 @@ def service_error(exc: ServiceError) -> tuple[Response, int]:
     return error_response(exc.status, str(exc), headers)
 
 
+# Every route's answer to any Redis failure; what failed, and how, is in the log only.
+REDIS_UNAVAILABLE = "The queue (Redis) is unavailable. Retry shortly."
+REDIS_FULL = "The queue (Redis) is out of memory for new requests. Retry shortly."
+
+
+def log_redis_error(exc: redis.RedisError) -> None:
+    """The log line for a Redis failure (the client's answer says only REDIS_UNAVAILABLE)."""
+    log.error("request %s: Redis error: %s: %s", g.get("request_id"), type(exc).__name__, exc)
+
+
 def redis_unavailable(exc: redis.RedisError) -> tuple[Response, int]:
-    log.error("request %s: Redis error: %s", g.get("request_id"), exc)
+    log_redis_error(exc)
     current_app.extensions["served"].forget()
     # The exception's text (addresses, users) stays in the log.
-    return error_response(503, "The queue (Redis) is unavailable. Retry shortly.", _retry_after())
+    return error_response(503, REDIS_UNAVAILABLE, _retry_after())
+
+
+def redis_full(exc: redis.OutOfMemoryError) -> tuple[Response, int]:
+    # Redis at maxmemory (noeviction) refused the write: nothing accepted was dropped, this
+    # request was not accepted; requests in flight drain the queue and free memory.
+    log.warning("request %s: Redis refused a write for memory (maxmemory): %s", g.get("request_id"), exc)
+    return error_response(503, REDIS_FULL, _retry_after())
 
 
 def http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -71,6 +88,7 @@ def unexpected(exc: Exception) -> tuple[Response, int]:
 
 HANDLERS: dict[type[BaseException], Callable[..., tuple[Response, int]]] = {
     ServiceError: service_error,
+    redis.OutOfMemoryError: redis_full,
     redis.RedisError: redis_unavailable,
     HTTPException: http_error,
     Exception: unexpected,

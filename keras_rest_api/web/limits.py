@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import request
 
-from keras_rest_api.errors import UnsupportedMediaType
+from keras_rest_api.errors import UnsupportedMediaType, clip
 
 # Body types this tier parses (besides image/*).
 PARSED_TYPES = ("multipart/form-data", "application/octet-stream")
@@ -32,8 +32,9 @@ def check_upload_type(mimetype: str) -> None:
     """UnsupportedMediaType unless `mimetype` is one an upload may come as."""
     if mimetype in PARSED_TYPES or mimetype.startswith("image/"):
         return
+    shown = clip(mimetype) if mimetype else "'(none)'"
     raise UnsupportedMediaType(
-        f"Unsupported Content-Type {mimetype or '(none)'!r}. Send multipart/form-data with a field "
+        f"Unsupported Content-Type {shown}. Send multipart/form-data with a field "
         "'image' (curl -F image=@dog.jpg), or the raw image bytes with Content-Type image/* or "
         "application/octet-stream."
     )

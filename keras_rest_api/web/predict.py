@@ -15,11 +15,12 @@ import redis
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from keras_rest_api.errors import BadRequest, GatewayTimeout, ModelNotFound, NoModelServer, NotFound
+from keras_rest_api.errors import BadRequest, GatewayTimeout, ModelNotFound, NoModelServer, NotFound, clip
 from keras_rest_api.ids import is_valid_job_id
 from keras_rest_api.queue.records import Result
 from keras_rest_api.web import auth
 from keras_rest_api.web.dataplane import DataPlane, check_answer, no_answer_message
+from keras_rest_api.web.errors import REDIS_UNAVAILABLE, log_redis_error
 from keras_rest_api.web.limits import check_upload_type
 from keras_rest_api.web.metrics import CONTENT_TYPE_LATEST, WebMetrics
 from keras_rest_api.web.openapi import build_spec
@@ -78,8 +79,11 @@ class PredictEndpoints:
         try:
             servers = self.plane.queue.live_servers(self.settings["HEARTBEAT_TTL"])
         except redis.RedisError as exc:
-            log.warning("request %s: /ready: Redis error: %s", g.get("request_id"), exc)
-            return jsonify(success=False, ready=False, error="The queue (Redis) is unreachable."), 503
+            log_redis_error(exc)
+            # The one answer every route gives for Redis, in /ready's shape.
+            response = jsonify(success=False, ready=False, error=REDIS_UNAVAILABLE)
+            response.headers["Retry-After"] = str(self.settings["RETRY_AFTER_SECONDS"])
+            return response, 503
         ready_models = sorted({m.contract.name for s in servers for m in s.models if m.state == "ready"})
         body: dict[str, Any] = {
             "success": bool(ready_models),
@@ -115,7 +119,7 @@ class PredictEndpoints:
     def describe_model(self, name: str) -> tuple[Response, int]:
         versions = self.plane.served.models().get(name)
         if not versions:
-            raise ModelNotFound(f"No model {name!r} is served. GET /models lists the served models.")
+            raise ModelNotFound(f"No model {clip(name)} is served. GET /models lists the served models.")
         return jsonify(success=True, **_model_json(name, versions)), 200
 
     # --- inference --------------------------------------------------------------------------
@@ -126,8 +130,10 @@ class PredictEndpoints:
         contract = self.plane.resolve(name, version)
         # Refuse before reading and decoding the upload; the submit's atomic check still enforces the bound.
         self.plane.check_room(contract)
-        top_k = _top_k(config)
-        data = _upload_bytes(config["MAX_UPLOAD_BYTES"])
+        # The form and the upload are parsed while the decode budget holds what that may cost.
+        with self.plane.parsing(self.plane.parse_cost(request.content_length), _UPLOAD_ADVICE):
+            top_k = _top_k(config)
+            data = _upload_bytes(config["MAX_UPLOAD_BYTES"])
 
         decode_started = time.perf_counter()
         pixels = self.plane.decode(data, contract)
@@ -142,7 +148,7 @@ class PredictEndpoints:
         # Jobs that may be fetched later are marked pending, so GET /result can tell "not yet" from "unknown".
         pending_ttl = timeout + config["RESULT_TTL"] if fetch_later else 0
         (job,) = self.plane.enqueue(contract, [pixels], top_k, timeout, g.request_id, fetch_later=fetch_later,
-                                    pending_ttl=pending_ttl)
+                                    pending_ttl=pending_ttl, owner=auth.owner())
         if wants_async:
             return _accepted(job.id)
         request_timeout = config["REQUEST_TIMEOUT"]
@@ -163,7 +169,8 @@ class PredictEndpoints:
 
     def result(self, job_id: str) -> tuple[Response, int] | Response:
         queue = self.plane.queue
-        answer, deadline = queue.peek_result(job_id) if is_valid_job_id(job_id) else (None, None)
+        # Another key's job is answered as an unknown one: the same 404, the same words.
+        answer, deadline = queue.peek_result(job_id, auth.owner()) if is_valid_job_id(job_id) else (None, None)
         if answer is not None:
             return _answer(answer)
         if deadline is not None and time.time() > deadline + _EXPIRY_GRACE:
@@ -173,8 +180,9 @@ class PredictEndpoints:
             response = jsonify(success=True, id=job_id, status="pending", status_url=f"/result/{job_id}")
             response.headers["Retry-After"] = str(self.settings["RETRY_AFTER_SECONDS"])
             return response, 202
-        raise NotFound(f"No job {job_id!r}: it never existed or its result expired "
-                       f"({self.settings['RESULT_TTL']:g} s after it was ready).")
+        # The id stays out of the message, so out of the log too: with its key, it is what reads the result.
+        raise NotFound(f"No job with this id: it never existed, its result expired ({self.settings['RESULT_TTL']:g} s "
+                       "after it was ready), or another API key created it.")
 
     def register(self, app: Flask) -> None:
         """Add the routes to `app`, under the endpoint names of their methods."""
@@ -224,6 +232,9 @@ def _answer(answer: Result) -> Response:
     return jsonify(answer.as_response())
 
 
+_UPLOAD_ADVICE = "Send a smaller image."
+
+
 def _top_k(config: Mapping[str, Any]) -> int:
     raw = request.values.get("top_k")
     if raw is None or raw == "":
@@ -233,7 +244,7 @@ def _top_k(config: Mapping[str, Any]) -> int:
     except ValueError:
         value = 0
     if not 1 <= value <= config["MAX_TOP_K"]:
-        raise BadRequest(f"top_k must be an integer from 1 to {config['MAX_TOP_K']}, received {raw!r}.")
+        raise BadRequest(f"top_k must be an integer from 1 to {config['MAX_TOP_K']}, received {clip(raw)}.")
     return value
 
 

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from keras_rest_api.errors import ModelNotFound, NoModelServer
+from keras_rest_api.errors import ModelNotFound, NoModelServer, clip
 from keras_rest_api.queue.jobs import JobQueue
 from keras_rest_api.queue.records import Heartbeat, ModelContract
 
@@ -96,17 +96,17 @@ class ServedModels:
         if not versions:
             if not table:
                 raise NoModelServer("No model server is running. Start run_model_server.py and retry.")
-            raise ModelNotFound(f"No model {name!r} is served. Served models: {', '.join(sorted(table))}.")
+            raise ModelNotFound(f"No model {clip(name)} is served. Served models: {', '.join(sorted(table))}.")
         if version is not None:
             view = versions.get(version)
             if view is None or view.state == "loading":
                 served = ", ".join(v for v, view in sorted(versions.items(), key=lambda kv: numeric(kv[0]))
                                    if view.state != "loading")
                 if view is not None:
-                    raise NoModelServer(f"Version {version} of {name!r} is still loading. Retry shortly.")
-                raise ModelNotFound(f"Version {version} of model {name!r} is not served. Served versions: {served}.")
+                    raise NoModelServer(f"Version {clip(version)} of {clip(name)} is still loading. Retry shortly.")
+                raise ModelNotFound(f"Version {clip(version)} of model {clip(name)} is not served. Served versions: {served}.")
             return view.contract
         ready = [v for v in versions.values() if v.state == "ready"]
         if not ready:
-            raise NoModelServer(f"Model {name!r} has no version ready yet (loading). Retry shortly.")
+            raise NoModelServer(f"Model {clip(name)} has no version ready yet (loading). Retry shortly.")
         return max(ready, key=lambda view: numeric(view.contract.version)).contract

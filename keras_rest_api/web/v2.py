@@ -30,7 +30,7 @@ import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from keras_rest_api.errors import BadGateway, ModelNotFound, ProtocolError, ServiceError
+from keras_rest_api.errors import BadGateway, ModelNotFound, ProtocolError, RequestTooLarge, ServiceError, clip
 from keras_rest_api.queue.records import ModelContract, Result
 from keras_rest_api.web.dataplane import DataPlane
 
@@ -44,6 +44,8 @@ IMAGE_INPUT, PIXELS_INPUT, OUTPUT = "image", "pixels", "probabilities"
 # of them are classified.
 MAX_BATCH = 64
 _PIXEL_TYPES = {"UINT8": np.dtype("<u1"), "FP32": np.dtype("<f4")}
+# The protocol's integer parameters and shape dimensions are int64.
+INT64_MAX = 2**63 - 1
 _LENGTH = struct.Struct("<I")  # BYTES elements in binary: a 4-byte little-endian length, then the bytes
 
 
@@ -105,10 +107,13 @@ def model_ready(name: str, version: str | None) -> Response:
 # --- model repository extension -------------------------------------------------------------------
 
 def repository_index() -> Response:
-    body = _json_object(request.get_data(cache=False), "The repository index request", allow_empty=True)
-    ready_only = body.get("ready", False)
+    plane = _plane()
+    what = "The repository index request"
+    length = _json_body_length(what)
+    with plane.parsing(plane.parse_cost(length, length), _JSON_ADVICE):
+        ready_only = _json_object(_read_json_body(what), what, allow_empty=True).get("ready", False)
     if not isinstance(ready_only, bool):
-        raise ProtocolError(f"'ready' must be true or false, received {ready_only!r}.")
+        raise ProtocolError(f"'ready' must be true or false, received {clip(ready_only)}.")
     table = _plane().served.models()
     listed = [{"name": name, "version": version, "state": _V2_STATES[view.state], "reason": ""}
               for name, versions in sorted(table.items())
@@ -121,7 +126,7 @@ _V2_STATES = {"ready": "READY", "draining": "READY", "loading": "LOADING"}
 
 
 def repository_load(name: str) -> Response:
-    raise ProtocolError(f"Models are not loaded or unloaded through the API: model {name!r} is served while "
+    raise ProtocolError(f"Models are not loaded or unloaded through the API: model {clip(name)} is served while "
                         "a model server for it runs; a new version folder in the model repository is loaded "
                         "by the model servers on their own, and the version policy retires old ones.")
 
@@ -134,23 +139,98 @@ class RequestedOutput:
     binary: bool
 
 
+@dataclass
+class InferRequest:
+    """What an inference request asks for, once parsed and validated: the parsed JSON is gone."""
+
+    inputs: "InputTensor"
+    outputs: list[RequestedOutput]
+    timeout: float
+    id: str | None
+    files: list[bytes] | None  # encoded images still to decode, or
+    pixels: list[np.ndarray] | None  # the pixels themselves
+
+
 def infer(name: str, version: str | None) -> Response:
     plane = _plane()
     model = find_model(name, version)
-    header, binary = _split_body()
-    inputs, outputs = _tensors(header, model)
-    batch = inputs.shape[0] if inputs.shape else 0
-    if 1 <= batch <= _max_batch():
-        plane.check_room(model, batch)
-    images = _images(inputs, binary, model)
-    timeout = _timeout(header.get("parameters") or {}, plane.request_timeout)
-
-    top_k = max([output.classification for output in outputs] + [1])
-    answers = plane.classify(model, images, top_k, timeout, g.request_id, full_output=True)
+    parsed = _parse_infer(plane, model)
+    # The parse's reservation is released: each image reserves its own decode cost.
+    images = parsed.pixels if parsed.files is None else [_decode(data, n, model) for n, data in enumerate(parsed.files)]
+    parsed.files = None
+    top_k = max([output.classification for output in parsed.outputs] + [1])
+    answers = plane.classify(model, images, top_k, parsed.timeout, g.request_id, full_output=True)
     if any(answer.probabilities is None or any(p.index is None for p in answer.predictions) for answer in answers):
         # A model server of an older version, which ignores full_output.
         raise BadGateway("The model server answered without the full output; upgrade it.")
-    return _infer_response(header, model, outputs, answers)
+    return _infer_response(parsed.id, model, parsed.outputs, answers)
+
+
+def _parse_infer(plane: DataPlane, model: ModelContract) -> InferRequest:
+    """The request read, parsed and validated while the decode budget holds what that may cost.
+
+    The JSON part is capped (MAX_JSON_BYTES) from its declared length before any byte is read.
+    """
+    if request.headers.get("Inference-Header-Content-Length") is None:  # all JSON
+        body_bytes = json_bytes = _json_body_length("The inference request")
+    else:
+        body_bytes, json_bytes = request.content_length, _declared_header_length()
+    with plane.parsing(plane.parse_cost(body_bytes, json_bytes), _JSON_ADVICE):
+        header, binary = _split_body()
+        inputs, outputs = _tensors(header, model)
+        batch = inputs.shape[0] if inputs.shape else 0
+        if 1 <= batch <= _max_batch():
+            plane.check_room(model, batch)
+        timeout = _timeout(header.get("parameters") or {}, plane.request_timeout)
+        files, pixels = _images(inputs, binary, model)
+        request_id = header["id"] if isinstance(header.get("id"), str) else None
+        inputs.data = None
+        return InferRequest(inputs, outputs, timeout, request_id, files, pixels)
+
+
+_JSON_ADVICE = ("Send the tensors as binary tensor data (tritonclient's binary_data=True, with "
+                "Inference-Header-Content-Length) rather than JSON, or fewer images per request.")
+
+
+def _json_body_length(what: str) -> int:
+    """The length of a body that is all JSON: as declared (413 past MAX_JSON_BYTES, before any
+    byte is read), or MAX_JSON_BYTES for one streamed without Content-Length."""
+    _refuse_json_over_cap(request.content_length, what)
+    return request.content_length if request.content_length is not None else _plane().max_json_bytes
+
+
+def _declared_header_length() -> int:
+    """Inference-Header-Content-Length, 413 past MAX_JSON_BYTES (0 when malformed: the 400 comes later)."""
+    try:
+        length = int(request.headers.get("Inference-Header-Content-Length", ""))
+    except ValueError:
+        return 0
+    _refuse_json_over_cap(length, "The inference request's JSON header")
+    return max(0, length)
+
+
+def _read_json_body(what: str) -> bytes:
+    """A body that is all JSON, read up to MAX_JSON_BYTES (413 beyond: one streamed without
+    Content-Length is cut there)."""
+    limit = _plane().max_json_bytes
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = request.stream.read(min(1 << 20, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestTooLarge(f"{what} has more than {limit} bytes of JSON; this server parses at most {limit} "
+                              f"(MAX_JSON_BYTES). {_JSON_ADVICE}")
+    return b"".join(chunks)
+
+
+def _refuse_json_over_cap(length: int | None, what: str) -> None:
+    limit = _plane().max_json_bytes
+    if length is not None and length > limit:
+        raise RequestTooLarge(f"{what} has {length} bytes of JSON; this server parses at most {limit} "
+                              f"(MAX_JSON_BYTES). {_JSON_ADVICE}")
 
 
 def _max_batch() -> int:
@@ -162,14 +242,14 @@ def _split_body() -> tuple[dict[str, Any], bytes]:
     """The JSON header and the binary tensor data after it (Inference-Header-Content-Length)."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding != "identity":
-        raise ProtocolError(f"Content-Encoding {encoding!r} is not supported; send the request uncompressed.", 415)
+        raise ProtocolError(f"Content-Encoding {clip(encoding)} is not supported; send the request uncompressed.", 415)
+    raw_length = request.headers.get("Inference-Header-Content-Length")
+    if raw_length is None:
+        return _json_object(_read_json_body("The inference request"), "The inference request"), b""
     body = request.get_data(cache=False)
     # A body streamed without Content-Length is cut at the limit rather than refused.
     if request.content_length is None and len(body) >= current_app.config["MAX_UPLOAD_BYTES"]:
         raise RequestEntityTooLarge()
-    raw_length = request.headers.get("Inference-Header-Content-Length")
-    if raw_length is None:
-        return _json_object(body, "The inference request"), b""
     try:
         length = int(raw_length)
     except ValueError:
@@ -179,7 +259,7 @@ def _split_body() -> tuple[dict[str, Any], bytes]:
                             "not supported: send the JSON inference request first, then the binary tensor data.")
     if not 0 < length <= len(body):
         raise ProtocolError(f"Inference-Header-Content-Length must be the length of the JSON header, from 1 to "
-                            f"the body's {len(body)} bytes; received {raw_length!r}.")
+                            f"the body's {len(body)} bytes; received {clip(raw_length)}.")
     return _json_object(body[:length], "The inference request's JSON header"), body[length:]
 
 
@@ -189,7 +269,7 @@ def _json_object(data: bytes, what: str, allow_empty: bool = False) -> dict[str,
     try:
         value = json.loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise ProtocolError(f"{what} is not valid JSON ({exc}). Send a JSON object"
+        raise ProtocolError(f"{what} is not valid JSON ({clip(str(exc), 120)}). Send a JSON object"
                             + (" (binary tensor data goes after it, with Inference-Header-Content-Length giving "
                                "its length)." if not allow_empty else ".")) from None
     if not isinstance(value, dict):
@@ -217,20 +297,22 @@ def _tensors(header: dict[str, Any], model: ModelContract) -> tuple[InputTensor,
     tensor = inputs[0]
     name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
     if name not in (IMAGE_INPUT, PIXELS_INPUT):
-        raise ProtocolError(f"Unknown input {name!r}. Send {expected}.")
+        raise ProtocolError(f"Unknown input {clip(name)}. Send {expected}.")
     allowed = ("BYTES",) if name == IMAGE_INPUT else tuple(_PIXEL_TYPES)
     if datatype not in allowed:
-        raise ProtocolError(f"Input {name!r} must have datatype {' or '.join(allowed)}, received {datatype!r}.")
-    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
-        raise ProtocolError(f"Input {name!r}: 'shape' must be a list of non-negative integers, received {shape!r}.")
+        raise ProtocolError(f"Input {name!r} must have datatype {' or '.join(allowed)}, received {clip(datatype)}.")
+    if not isinstance(shape, list) or not all(_is_int64(n) and n >= 0 for n in shape):
+        raise ProtocolError(f"Input {name!r}: 'shape' must be a list of non-negative integers (int64), "
+                            f"received {clip(shape)}.")
     parameters = tensor.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise ProtocolError(f"Input {name!r}: 'parameters' must be an object.")
     if "shared_memory_region" in parameters:
         raise ProtocolError("Shared-memory tensors are not supported: send the data in the request.")
     binary_size = parameters.get("binary_data_size")
-    if binary_size is not None and (not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size < 0):
-        raise ProtocolError(f"Input {name!r}: binary_data_size must be a non-negative integer, received {binary_size!r}.")
+    if binary_size is not None and (not _is_int64(binary_size) or binary_size < 0):
+        raise ProtocolError(f"Input {name!r}: binary_data_size must be a non-negative integer (int64), "
+                            f"received {clip(binary_size)}.")
     if binary_size is None and "data" not in tensor:
         raise ProtocolError(f"Input {name!r} has neither 'data' nor a binary_data_size parameter.")
     return InputTensor(name, datatype, shape, tensor.get("data"), binary_size), _outputs(header, model)
@@ -242,7 +324,7 @@ def _outputs(header: dict[str, Any], model: ModelContract) -> list[RequestedOutp
         raise ProtocolError("The request's 'parameters' must be an object.")
     binary_default = parameters.get("binary_data_output", False)
     if not isinstance(binary_default, bool):
-        raise ProtocolError(f"binary_data_output must be true or false, received {binary_default!r}.")
+        raise ProtocolError(f"binary_data_output must be true or false, received {clip(binary_default)}.")
     requested = header.get("outputs")
     if not requested:  # none named: every output, with the default settings
         return [RequestedOutput(0, binary_default)]
@@ -252,7 +334,7 @@ def _outputs(header: dict[str, Any], model: ModelContract) -> list[RequestedOutp
     for item in requested:
         name = item.get("name") if isinstance(item, dict) else None
         if name != OUTPUT:
-            raise ProtocolError(f"Unknown output {name!r}: this model has one output, {OUTPUT!r}.")
+            raise ProtocolError(f"Unknown output {clip(name)}: this model has one output, {OUTPUT!r}.")
         options = item.get("parameters") or {}
         if not isinstance(options, dict):
             raise ProtocolError(f"Output {OUTPUT!r}: 'parameters' must be an object.")
@@ -261,10 +343,10 @@ def _outputs(header: dict[str, Any], model: ModelContract) -> list[RequestedOutp
         count = options.get("classification", 0)
         if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= model.classes:
             raise ProtocolError(f"classification must be an integer from 1 to the model's {model.classes} "
-                                f"classes, received {count!r}.")
+                                f"classes, received {clip(count)}.")
         binary = options.get("binary_data", binary_default)
         if not isinstance(binary, bool):
-            raise ProtocolError(f"binary_data must be true or false, received {binary!r}.")
+            raise ProtocolError(f"binary_data must be true or false, received {clip(binary)}.")
         outputs.append(RequestedOutput(count, binary))
     return outputs
 
@@ -274,15 +356,23 @@ def _timeout(parameters: dict[str, Any], limit: float) -> float:
     requested = parameters.get("timeout") if isinstance(parameters, dict) else None
     if requested is None:
         return limit
-    if not isinstance(requested, int) or isinstance(requested, bool) or requested <= 0:
-        raise ProtocolError(f"The 'timeout' parameter must be a positive number of microseconds, received {requested!r}.")
+    if not _is_int64(requested) or requested <= 0:
+        raise ProtocolError(f"The 'timeout' parameter must be a positive number of microseconds (an int64, at most "
+                            f"{INT64_MAX}), received {clip(requested)}. The service waits at most {limit:g} s.")
     return min(limit, requested / 1e6)
 
 
-def _images(tensor: InputTensor, binary: bytes, model: ModelContract) -> list[np.ndarray]:
-    """The input as uint8 (H, W, 3) pixel arrays, one per image, checked as /predict checks uploads."""
+def _is_int64(value: Any) -> bool:
+    """Whether `value` is a JSON integer the protocol's int64 parameters and shapes can hold."""
+    return isinstance(value, int) and not isinstance(value, bool) and -INT64_MAX - 1 <= value <= INT64_MAX
+
+
+def _images(tensor: InputTensor, binary: bytes,
+            model: ModelContract) -> tuple[list[bytes] | None, list[np.ndarray] | None]:
+    """The input's encoded image files (to decode as /predict decodes uploads), or its uint8
+    (H, W, 3) pixel arrays, one per image, checked."""
     if tensor.binary_size is not None and tensor.binary_size != len(binary):
-        raise ProtocolError(f"Input {tensor.name!r} declares binary_data_size {tensor.binary_size} but "
+        raise ProtocolError(f"Input {tensor.name!r} declares binary_data_size {clip(tensor.binary_size)} but "
                             f"{len(binary)} bytes follow the JSON header.")
     if tensor.binary_size is None and binary:
         raise ProtocolError(f"{len(binary)} bytes follow the JSON header but no input has a binary_data_size.")
@@ -290,21 +380,21 @@ def _images(tensor: InputTensor, binary: bytes, model: ModelContract) -> list[np
     batch = shape[0] if shape else 0
     if tensor.name == IMAGE_INPUT and (not shape or any(n != 1 for n in shape[1:])):
         raise ProtocolError(f"Input {IMAGE_INPUT!r} must have shape [N] (or [N, 1]): one encoded image "
-                            f"file per element; received {shape}.")
+                            f"file per element; received {clip(shape)}.")
     expected = [batch, model.input_height, model.input_width, 3]
     if tensor.name == PIXELS_INPUT and shape != expected:
         raise ProtocolError(f"Input {PIXELS_INPUT!r} must have shape [N, {model.input_height}, {model.input_width}, 3] "
-                            f"(RGB at the model's input size), received {shape}. Resize the images, or send the "
+                            f"(RGB at the model's input size), received {clip(shape)}. Resize the images, or send the "
                             f"encoded files as input {IMAGE_INPUT!r} (BYTES) instead.")
     if not 1 <= batch <= _max_batch():
         raise ProtocolError(f"Input {tensor.name!r}: the first dimension is the batch, from 1 to {_max_batch()} "
-                            f"images; received shape {shape}.")
+                            f"images; received shape {clip(shape)}.")
     if tensor.name == IMAGE_INPUT:
         files = list(_bytes_elements(binary)) if tensor.binary_size is not None else _json_bytes(tensor.data)
         if len(files) != batch:
-            raise ProtocolError(f"Input {IMAGE_INPUT!r} has shape {shape} but holds {len(files)} elements.")
-        return [_decode(data, index, model) for index, data in enumerate(files)]
-    return list(_pixels(tensor, binary, expected))
+            raise ProtocolError(f"Input {IMAGE_INPUT!r} has shape {clip(shape)} but holds {len(files)} elements.")
+        return files, None
+    return None, list(_pixels(tensor, binary, expected))
 
 
 def _bytes_elements(data: bytes) -> Iterator[bytes]:
@@ -358,7 +448,7 @@ def _pixels(tensor: InputTensor, binary: bytes, shape: list[int]) -> np.ndarray:
     if tensor.binary_size is not None:
         dtype = _PIXEL_TYPES[tensor.datatype]
         if len(binary) != count * dtype.itemsize:
-            raise ProtocolError(f"Input {PIXELS_INPUT!r} {tensor.datatype} {shape} is {count * dtype.itemsize} bytes, "
+            raise ProtocolError(f"Input {PIXELS_INPUT!r} {tensor.datatype} {clip(shape)} is {count * dtype.itemsize} bytes, "
                                 f"received {len(binary)}.")
         values = np.frombuffer(binary, dtype=dtype)
         if tensor.datatype == "UINT8":
@@ -367,10 +457,11 @@ def _pixels(tensor: InputTensor, binary: bytes, shape: list[int]) -> np.ndarray:
     else:
         try:
             values = np.asarray(tensor.data, dtype=np.float64).ravel()
-        except (ValueError, TypeError):
-            raise ProtocolError(f"Input {PIXELS_INPUT!r}: 'data' must be an array of numbers (nested or flat).") from None
+        except (ValueError, TypeError, OverflowError):  # OverflowError: an integer beyond any float
+            raise ProtocolError(f"Input {PIXELS_INPUT!r}: 'data' must be an array of numbers from 0 to 255 "
+                                "(nested or flat).") from None
         if values.size != count:
-            raise ProtocolError(f"Input {PIXELS_INPUT!r} has shape {shape} ({count} values) but 'data' holds {values.size}.")
+            raise ProtocolError(f"Input {PIXELS_INPUT!r} has shape {clip(shape)} ({count} values) but 'data' holds {values.size}.")
     if not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 255:
         raise ProtocolError(f"Input {PIXELS_INPUT!r}: pixel values must be RGB from 0 to 255 (not scaled to 0..1 "
                             f"or normalised); received values from {np.nanmin(values):g} to {np.nanmax(values):g}.")
@@ -380,7 +471,7 @@ def _pixels(tensor: InputTensor, binary: bytes, shape: list[int]) -> np.ndarray:
     return np.rint(values).astype(np.uint8).reshape(shape)
 
 
-def _infer_response(header: dict[str, Any], model: ModelContract, outputs: Sequence[RequestedOutput],
+def _infer_response(request_id: str | None, model: ModelContract, outputs: Sequence[RequestedOutput],
                     answers: Sequence[Result]) -> Response:
     batch = len(answers)
     blobs: list[bytes] = []
@@ -406,8 +497,8 @@ def _infer_response(header: dict[str, Any], model: ModelContract, outputs: Seque
             blobs.append(blob)
         described.append(tensor)
     body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
-    if isinstance(header.get("id"), str):
-        body["id"] = header["id"]
+    if request_id is not None:
+        body["id"] = request_id
     body["outputs"] = described
     encoded = json.dumps(body, separators=(",", ":")).encode()
     if not blobs:

@@ -20,6 +20,7 @@ import redis
 import requests
 
 from keras_rest_api.queue import redis_users
+from keras_rest_api.queue.functions import load_functions
 from keras_rest_api.queue.jobs import JobQueue, queue_from_settings
 from keras_rest_api.settings import load as load_settings
 
@@ -56,10 +57,10 @@ class RedisServer:
     """
 
     def __init__(self, directory: Path, *, prefix: str = "kras", queue_name: str = "image_queue",
-                 tls: bool = False, secrets_dir: Path | None = None) -> None:
+                 tls: bool = False, secrets_dir: Path | None = None, maxmemory: int | None = None) -> None:
         self.directory = directory
         self.secrets_dir = secrets_dir or directory / "redis-secrets"
-        self.prefix, self.queue_name, self.tls = prefix, queue_name, tls
+        self.prefix, self.queue_name, self.tls, self.maxmemory = prefix, queue_name, tls, maxmemory
         self.port = free_port()
         self.service_url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
         self.prepared: redis_users.Prepared | None = None
@@ -83,7 +84,8 @@ class RedisServer:
         if self.prepared is None:
             # Passwords are kept across restarts, so running tiers reconnect to a restarted Redis.
             self.prepared = redis_users.prepare(self.secrets_dir, prefix=self.prefix, queue_name=self.queue_name,
-                                                   data_dir=self.directory, port=self.port, tls=self.tls)
+                                                   data_dir=self.directory, port=self.port, tls=self.tls,
+                                                   maxmemory=self.maxmemory)
         return self.prepared
 
     def start(self) -> None:
@@ -95,6 +97,7 @@ class RedisServer:
         self.process = subprocess.Popen([executable, str(self._prepare().conf)], stdout=subprocess.DEVNULL)
         client = self.client(socket_connect_timeout=0.2)
         wait_until(lambda: _pings(client), 10, f"redis-server on port {self.port}")
+        load_functions(client)  # as run.sh does: the admin user loads what the web tier may FCALL
 
     def stop(self) -> None:
         if self.process is not None:
@@ -124,7 +127,8 @@ class Stack:
         os.chmod(self.server_root, 0o755)
         self.redis = RedisServer(workdir, prefix=self.env.get("KEY_PREFIX") or "kras",
                                  queue_name=self.env.get("QUEUE_NAME") or "image_queue", tls=redis_tls,
-                                 secrets_dir=self.server_root / "redis-secrets")
+                                 secrets_dir=self.server_root / "redis-secrets",
+                                 maxmemory=redis_users.memory_limit(load_settings(self.env)))
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self, model_servers: int = 1, timeout: float = 120) -> None:

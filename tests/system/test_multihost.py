@@ -132,6 +132,11 @@ def test_flood_across_hosts_is_answered_by_both_model_servers(tmp_path, slow_mod
             client = net.add_host("client", f"{SUBNET}.9")
 
             redis_host.spawn("redis", [redis_server, str(secured.conf)], env, tmp_path)
+            # As run.sh: once Redis answers, the admin loads the function the web tier calls to queue a job.
+            users = [PYTHON, "-m", "keras_rest_api.queue.redis_users"]
+            loaded = client.run(["sh", "-c", f"{' '.join(users)} probe --wait 20 && {' '.join(users)} functions"],
+                                {**env, **as_role["admin"]}, timeout=60)
+            assert loaded.returncode == 0, loaded.stdout + loaded.stderr + net.logs_tail()
             for host in gpus:
                 host.spawn(host.name, [PYTHON, "run_model_server.py"],
                            {**env, **as_role["model_server"], "MODEL_SERVER_NAME": host.name}, tmp_path)

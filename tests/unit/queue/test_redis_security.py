@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from keras_rest_api.queue import redis_users
+from keras_rest_api.queue.functions import LIBRARY, SUBMIT
 from keras_rest_api.queue.jobs import JobQueue, queue_from_settings
 from keras_rest_api.queue.records import Heartbeat, Job, Keys, ModelContract, Prediction, Result, ServedModel
 from tests.support.harness import PROJECT, RedisServer, free_port, wait_until
@@ -153,6 +154,24 @@ def test_the_web_user_cannot_forge_a_result_or_a_heartbeat(server, admin, config
     # Nor read or write another deployment's keys.
     denied(lambda: web.set("other:job:1", "x"))
     assert not admin.exists(keys.result(job(1).id), keys.server("ms-1"), keys.servers, "other:job:1")
+
+
+def test_the_web_user_runs_no_script_of_its_own(server, admin, config):
+    """A script the web user could load could loop forever: Redis would answer BUSY to everyone."""
+    web = queue_as(server, "web", config).redis
+    keys = Keys(PREFIX, QUEUE)
+    harmless = admin.script_load("return 1")
+    for call in (lambda: web.script_load("while true do end"), lambda: web.evalsha(harmless, 0),
+                 lambda: web.eval("return 1", 0), lambda: web.execute_command("EVAL_RO", "return 1", 0),
+                 lambda: web.execute_command("SCRIPT", "EXISTS", harmless),
+                 lambda: web.function_load("#!lua name=mine\nredis.register_function('spin', function() "
+                                           "while true do end end)"),
+                 lambda: web.function_list(), lambda: web.function_delete(LIBRARY),
+                 lambda: web.execute_command("FUNCTION", "FLUSH"), lambda: web.execute_command("FUNCTION", "KILL")):
+        denied(call)
+    # It calls the admin's submit function on its own keys only: not to write a result.
+    denied(lambda: web.fcall(SUBMIT, 2, keys.result(job(1).id), keys.pending(job(1).id), 10, 0, "0", "v", "1"))
+    assert admin.function_list(library=LIBRARY)  # still loaded
 
 
 @pytest.mark.parametrize("role", ["web", "model_server"])
@@ -292,6 +311,10 @@ def test_the_rules_printed_for_an_existing_redis_create_working_users(tmp_path, 
         owner.execute_command("ACL", "SETUSER", "owner", "on", ">owner-" + "z" * 30, "~*", "&*", "+@all")
         owner.execute_command("ACL", "SETUSER", "default", "off")
         url = f"redis://127.0.0.1:{port}/0"
+        # README: the operator loads the queue's functions once, as a user allowed FUNCTION LOAD.
+        subprocess.run([sys.executable, "-m", "keras_rest_api.queue.redis_users", "functions"], cwd=PROJECT,
+                       env={**env, "REDIS_URL": url, "REDIS_USERNAME": "owner", "REDIS_PASSWORD": "owner-" + "z" * 30},
+                       capture_output=True, text=True, timeout=30, check=True)
 
         def tier(role: str) -> JobQueue:
             return queue_from_settings({**config, "KEY_PREFIX": PREFIX, "QUEUE_NAME": QUEUE, "REDIS_URL": url,

@@ -85,3 +85,31 @@ def test_redis_down_is_a_503_with_retry_after_that_discloses_nothing(client, por
     for secret in ("127.0.0.1", str(port), USERNAME, PASSWORD, "redis://"):
         assert secret not in text, f"the answer shows {secret!r}: {text}"
     assert elapsed < 3.0, f"answered after {elapsed:.1f} s"
+
+
+# Every route that reaches Redis, with a key holder's credentials: a Redis that refuses the web
+# tier's own password ("invalid username-password pair") is answered like any Redis failure.
+ROUTES = [("GET", "/ready"), ("GET", "/models"), ("GET", "/models/tiny"), ("POST", "/predict"),
+          ("POST", "/models/tiny/predict"), ("GET", "/result/" + "a" * 32), ("GET", "/metrics"),
+          ("GET", "/v2/health/ready"), ("GET", "/v2/models/tiny"), ("GET", "/v2/models/tiny/ready"),
+          ("POST", "/v2/models/tiny/infer"), ("POST", "/v2/repository/index")]
+
+
+@pytest.mark.parametrize("method, path", ROUTES)
+def test_a_redis_that_refuses_the_web_user_gets_one_generic_answer_on_every_route(
+        web_config, redis_server, tmp_path, caplog, method, path):
+    password_file = tmp_path / "wrong.password"
+    password_file.write_text(PASSWORD + "\n")
+    client = create_app({**web_config, "REDIS_USERNAME": "web", "REDIS_PASSWORD": "",
+                         "REDIS_PASSWORD_FILE": str(password_file), "RETRY_AFTER_SECONDS": 2}).test_client()
+    with open(PHOTO, "rb") as photo:
+        if method == "GET":
+            response = client.get(path)
+        elif path.startswith("/v2/"):
+            response = client.post(path, data=b"{}", content_type="application/json")
+        else:
+            response = client.post(path, data={"image": (photo, "chelsea.jpg")}, content_type="multipart/form-data")
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.headers["Retry-After"] == "2"
+    assert response.get_json()["error"] == "The queue (Redis) is unavailable. Retry shortly."
+    assert "username-password" in caplog.text  # the details are in the log
