@@ -98,7 +98,13 @@ class JobQueue:
         for name, value in fields.items():
             args.extend((name, value))
         # FCALL of the library the admin user loaded (queue.functions): this tier runs no script of its own.
-        entry_id = self.redis.fcall(SUBMIT, 2, self.stream, self.keys.pending(job.id), *args)
+        try:
+            entry_id = self.redis.fcall(SUBMIT, 2, self.stream, self.keys.pending(job.id), *args)
+        except redis.ResponseError as exc:
+            if "function not found" in str(exc).lower():
+                log.error("Redis has no function %s: load the queue's functions as an admin user "
+                          "(keras-rest-api-redis-users functions; run.sh does it for the Redis it starts)", SUBMIT)
+            raise
         look = self._look_key
         if not entry_id:
             _seen_lengths[look] = (max_length, time.monotonic())

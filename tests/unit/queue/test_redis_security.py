@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from keras_rest_api.queue import redis_users
-from keras_rest_api.queue.functions import LIBRARY, SUBMIT
+from keras_rest_api.queue.functions import LIBRARY, SOURCE as FUNCTIONS_SOURCE, SUBMIT
 from keras_rest_api.queue.jobs import JobQueue, queue_from_settings
 from keras_rest_api.queue.records import Heartbeat, Job, Keys, ModelContract, Prediction, Result, ServedModel
 from tests.support.harness import PROJECT, RedisServer, free_port, wait_until
@@ -334,3 +334,16 @@ def _answers(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def test_a_redis_without_the_functions_refuses_the_submit_and_the_log_says_how_to_load_them(server, admin, config,
+                                                                                            caplog):
+    web = queue_as(server, "web", config)
+    admin.function_delete(LIBRARY)
+    try:
+        with pytest.raises(redis.ResponseError):
+            web.submit(job(1), max_length=10)
+    finally:
+        admin.function_load(FUNCTIONS_SOURCE)
+    assert "keras-rest-api-redis-users functions" in caplog.text
+    web.submit(job(2), max_length=10)
