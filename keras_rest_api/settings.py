@@ -47,6 +47,25 @@ QUEUE_NAME = "image_queue"
 CONSUMER_GROUP = "model_servers"
 # Requests refused with 503 once this many images are queued or in flight.
 MAX_QUEUE_LENGTH = 1000
+# Persistence of a Redis this project starts (run.sh, the tests, deploy/docker-compose.yml): an
+# append-only file in its data folder, fsynced as this says: "everysec" (a crash loses at most
+# the last second of writes), "always" (nothing acknowledged is lost; every write waits for the
+# disk) or "no" (the kernel flushes when it likes).
+REDIS_APPENDFSYNC = "everysec"
+# Redis behind Sentinel: comma-separated host:port of the Sentinels, and the name they monitor
+# the primary under. When set, REDIS_URL gives only the scheme (redis:// or rediss:// for TLS)
+# and the database number; both tiers ask the Sentinels where the primary is, on every new
+# connection, and run.sh starts no Redis. The Sentinels' own ACL user and password file, if
+# they require one (their TLS follows REDIS_URL's scheme and REDIS_TLS_* files).
+REDIS_SENTINELS = ""
+REDIS_SENTINEL_MASTER = ""
+REDIS_SENTINEL_USERNAME = ""
+REDIS_SENTINEL_PASSWORD_FILE = ""
+# An asynchronous job (202) is accepted only once this many replicas hold it (Redis WAIT, at
+# most MIN_REPLICAS_TIMEOUT_MS); fewer acknowledge: 503 with Retry-After, the job is not
+# promised. 0: no WAIT (one Redis, or replication trusted to catch up).
+MIN_REPLICAS = 0
+MIN_REPLICAS_TIMEOUT_MS = 500
 
 # --- Web tier --------------------------------------------------------------------------------
 # Seconds a request waits for its answer before it gets 504.

@@ -19,13 +19,15 @@ import math
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlparse
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from keras_rest_api.queue.records import Heartbeat, Job, Keys, RecordError, Result
-from keras_rest_api.queue.redis_users import client_options
+from keras_rest_api.queue.redis_users import client_options, sentinel_options
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,26 @@ class Claimed:
 
 class QueueFull(Exception):
     """The queue holds MAX_QUEUE_LENGTH images already."""
+
+
+class NotReplicated(Exception):
+    """Fewer replicas than asked acknowledged a submitted job within the bound (Redis WAIT)."""
+
+    def __init__(self, acknowledged: int, wanted: int) -> None:
+        super().__init__(f"{acknowledged} of {wanted} replicas acknowledged the job")
+        self.acknowledged, self.wanted = acknowledged, wanted
+
+
+# Errors that mean the connection to the primary broke or the primary changed under a command:
+# what was written there may be gone (a failover to a replica that had not caught up).
+# UNBLOCKED: a blocked BLPOP on a primary that Sentinel turned into a replica.
+PRIMARY_LOST = (redis.ConnectionError, redis.TimeoutError)
+
+
+def lost_primary(exc: BaseException) -> bool:
+    """Whether `exc` says the primary went away or changed (rather than refusing a command)."""
+    return isinstance(exc, PRIMARY_LOST) or (isinstance(exc, redis.ResponseError)
+                                             and str(exc).startswith(("UNBLOCKED", "READONLY")))
 
 
 # A web process's latest look at each stream's length: (length, time.monotonic() of the look).
@@ -99,17 +121,24 @@ class JobQueue:
         return self._stream
 
     # --- web tier -----------------------------------------------------------------------
-    def submit(self, job: Job, max_length: int, pending_ttl: float = 0) -> bytes:
+    def submit(self, job: Job, max_length: int, pending_ttl: float = 0, min_replicas: int = 0,
+               replicas_timeout_ms: int = 0) -> bytes:
         """Queue `job`; QueueFull if `max_length` images are already queued or in flight.
 
         With `pending_ttl` (seconds), the job is also marked pending for that long, so that
-        `peek_result` can tell "not finished yet" from "unknown or expired".
+        `peek_result` can tell "not finished yet" from "unknown or expired". With `min_replicas`,
+        return only once that many replicas hold the job (WAIT, at most `replicas_timeout_ms`);
+        NotReplicated when fewer do.
         """
         fields = job.to_redis()
         args: list[Any] = [max_length, int(pending_ttl * 1000), repr(job.deadline)]
         for name, value in fields.items():
             args.extend((name, value))
-        entry_id = self._submit(keys=[self.stream, self.keys.pending(job.id)], args=args)
+        keys = [self.stream, self.keys.pending(job.id)]
+        if min_replicas > 0:
+            entry_id = self._submit_replicated(keys, args, min_replicas, replicas_timeout_ms)
+        else:
+            entry_id = self._submit(keys=keys, args=args)
         look = self._look_key
         if not entry_id:
             _seen_lengths[look] = (max_length, time.monotonic())
@@ -118,6 +147,26 @@ class JobQueue:
         if seen is not None:  # one more than seen, without moving the look's time
             _seen_lengths[look] = (seen[0] + 1, seen[1])
         return entry_id
+
+    def _submit_replicated(self, keys: list[str], args: list[Any], min_replicas: int, timeout_ms: int) -> bytes | None:
+        # WAIT counts the writes of its own connection, so the script and WAIT go down one
+        # connection, as one pipeline.
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(self._submit.sha, len(keys), *keys, *args)
+            pipe.wait(min_replicas, max(1, timeout_ms))
+            entry_id, acknowledged = pipe.execute(raise_on_error=False)
+            if isinstance(entry_id, redis.exceptions.NoScriptError) and attempt == 0:
+                self.redis.script_load(_SUBMIT_SCRIPT)  # a restarted or new primary: load it once
+                continue
+            if isinstance(entry_id, Exception):
+                raise entry_id
+            if isinstance(acknowledged, Exception):
+                raise acknowledged
+            if entry_id and int(acknowledged) < min_replicas:
+                raise NotReplicated(int(acknowledged), min_replicas)
+            return entry_id
+        raise redis.ResponseError("the submit script could not be loaded")
 
     def wait_result(self, job_id: str, timeout: float) -> Result | None:
         """Block until the result of `job_id` arrives, at most `timeout` seconds; None on timeout."""
@@ -317,10 +366,22 @@ def _deadline(marker: bytes | None) -> float | None:
 
 
 def queue_from_settings(config: Mapping[str, Any], read_timeout: float) -> JobQueue:
-    """The (unbound) queue the settings name (REDIS_URL, KEY_PREFIX, QUEUE_NAME, CONSUMER_GROUP)."""
-    connection = connect(config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
-                         read_timeout=read_timeout, **client_options(config))
-    return JobQueue(connection, Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), config["CONSUMER_GROUP"])
+    """The (unbound) queue the settings name (REDIS_URL or REDIS_SENTINELS, KEY_PREFIX, QUEUE_NAME,
+    CONSUMER_GROUP)."""
+    return JobQueue(connect_from_settings(config, read_timeout), Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]),
+                    config["CONSUMER_GROUP"])
+
+
+def connect_from_settings(config: Mapping[str, Any], read_timeout: float | None) -> redis.Redis:
+    """The Redis client the settings name: REDIS_URL's server, or the primary that REDIS_SENTINELS
+    report for REDIS_SENTINEL_MASTER, with the tier's credentials and TLS files."""
+    options = client_options(config)
+    if not config.get("REDIS_SENTINELS"):
+        return connect(config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
+                       read_timeout=read_timeout, **options)
+    return connect_sentinel(parse_sentinels(config["REDIS_SENTINELS"]), str(config.get("REDIS_SENTINEL_MASTER") or ""),
+                            config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
+                            read_timeout=read_timeout, sentinel_options=sentinel_options(config), **options)
 
 
 def connect(url: str, connect_timeout: float, read_timeout: float | None, **options: Any) -> redis.Redis:
@@ -336,4 +397,44 @@ def connect(url: str, connect_timeout: float, read_timeout: float | None, **opti
         retry=Retry(NoBackoff(), 1),
         health_check_interval=0,
         **options,
+    )
+
+
+def parse_sentinels(text: str) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS ("host:port,host:port") as addresses; ValueError says what is wrong."""
+    addresses = []
+    for item in (part.strip() for part in str(text).split(",")):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS must be comma-separated host:port pairs (e.g. "
+                             f"10.0.0.1:26379,10.0.0.2:26379), received the item {item[:100]!r}.")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def connect_sentinel(sentinels: Sequence[tuple[str, int]], master: str, url: str, connect_timeout: float,
+                     read_timeout: float | None, sentinel_options: Mapping[str, Any] | None = None,
+                     **options: Any) -> redis.Redis:
+    """A client of the primary the Sentinels report for `master`, as `connect`'s clients behave.
+
+    Every new connection asks the Sentinels where the primary is, and a connection that finds its
+    server demoted (READONLY) is dropped, so after a failover each connection moves to the new
+    primary on its next use (a failed command is retried once, on a new connection). `url` gives
+    only the scheme (rediss:// for TLS) and the database number.
+    """
+    if not master:
+        raise ValueError("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is empty; set it to the name the "
+                         "Sentinels monitor the primary under (their `sentinel monitor NAME ...` line).")
+    parsed = urlparse(url)
+    tls = parsed.scheme == "rediss"
+    tls_options = {k: v for k, v in options.items() if k.startswith("ssl_")}
+    db = int(parsed.path.strip("/") or 0) if parsed.path.strip("/").isdigit() else 0
+    sentinel = Sentinel(
+        list(sentinels),
+        sentinel_kwargs={"socket_connect_timeout": connect_timeout, "socket_timeout": connect_timeout,
+                         "ssl": tls, **tls_options, **(sentinel_options or {})},
+    )
+    return sentinel.master_for(
+        master, redis_class=redis.Redis, socket_connect_timeout=connect_timeout, socket_timeout=read_timeout,
+        retry=Retry(NoBackoff(), 1), health_check_interval=0, db=db, ssl=tls, **options,
     )
