@@ -50,7 +50,7 @@ MAX_QUEUE_LENGTH = 1000
 # Persistence of a Redis this project starts (run.sh, the tests, deploy/docker-compose.yml): an
 # append-only file in its data folder, fsynced as this says: "everysec" (a crash loses at most
 # the last second of writes), "always" (nothing acknowledged is lost; every write waits for the
-# disk) or "no" (the kernel flushes when it likes).
+# disk), "no" (the kernel flushes when it likes) or "off" (no file: a restart loses everything).
 REDIS_APPENDFSYNC = "everysec"
 # Redis behind Sentinel: comma-separated host:port of the Sentinels, and the name they monitor
 # the primary under. When set, REDIS_URL gives only the scheme (redis:// or rediss:// for TLS)

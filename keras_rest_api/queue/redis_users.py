@@ -64,7 +64,8 @@ _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 # ACL rules are whitespace-separated words, so a key prefix may not contain whitespace.
 _NAME = re.compile(r"[^\s()]{1,200}")
 _URL_USERINFO = re.compile(r"^(\w+://)([^@/]*@)")
-APPENDFSYNC_CHOICES = ("always", "everysec", "no")
+# "off": no append-only file at all (what this project did before; a restart loses everything).
+APPENDFSYNC_CHOICES = ("always", "everysec", "no", "off")
 
 
 class RedisSecurityError(ValueError):
@@ -306,8 +307,7 @@ def prepare(directory: str | os.PathLike[str], *, prefix: str, queue_name: str, 
         # Persistence is the append-only file: a restarted Redis has its streams, consumer groups,
         # pending entries and results back (RDB snapshots would lose minutes of them).
         'save ""',
-        "appendonly yes",
-        f"appendfsync {appendfsync}",
+        *(["appendonly no"] if appendfsync == "off" else ["appendonly yes", f"appendfsync {appendfsync}"]),
         # hz 100: Redis ends blocking waits (the batch window) to within 10 ms.
         "hz 100",
         "loglevel warning",
