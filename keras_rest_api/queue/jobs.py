@@ -68,16 +68,13 @@ class NotReplicated(Exception):
         self.acknowledged, self.wanted = acknowledged, wanted
 
 
-# Errors that mean the connection to the primary broke or the primary changed under a command:
-# what was written there may be gone (a failover to a replica that had not caught up).
-# UNBLOCKED: a blocked BLPOP on a primary that Sentinel turned into a replica.
-PRIMARY_LOST = (redis.ConnectionError, redis.TimeoutError)
-
-
 def lost_primary(exc: BaseException) -> bool:
-    """Whether `exc` says the primary went away or changed (rather than refusing a command)."""
-    return isinstance(exc, PRIMARY_LOST) or (isinstance(exc, redis.ResponseError)
-                                             and str(exc).startswith(("UNBLOCKED", "READONLY")))
+    """Whether `exc` says the primary went away or changed under a command (rather than refusing
+    it): what was written there may be gone, after a failover to a replica that had not caught up.
+    UNBLOCKED: a blocked read on a primary that Sentinel turned into a replica; READONLY: a write
+    to one."""
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith(("UNBLOCKED", "READONLY")))
 
 
 # A web process's latest look at each stream's length: (length, time.monotonic() of the look).
