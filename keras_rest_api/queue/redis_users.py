@@ -29,6 +29,7 @@ user names, never a password):
     keras-rest-api-redis-users prepare --dir .run/redis-secrets --data-dir .run/redis --port 6379 [--tls]
     keras-rest-api-redis-users probe [--wait SECONDS] [--role admin --dir DIR]
     keras-rest-api-redis-users rules      # ACL SETUSER commands for a Redis of your own
+    keras-rest-api-redis-users default-rules  # then this one: the default user off (see acl_file_text)
 """
 from __future__ import annotations
 
@@ -421,6 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prep.add_argument("--tls-host", action="append", default=[], help="an extra name for Redis's certificate")
     commands.add_parser("rules", help="print the ACL SETUSER commands that create the web and model_server "
                         "users for KEY_PREFIX and QUEUE_NAME on a Redis of your own (passwords left to fill in)")
+    commands.add_parser("default-rules", help="print the ACL SETUSER command that turns the default user off "
+                        "yet lets Redis 7.0 replay the service's logged transactions from its append-only file "
+                        "(run it last, as an admin user)")
     pro = commands.add_parser("probe", help="exit 0 if Redis at REDIS_URL answers with the configured "
                               "credentials, 3 if nothing answers, 4 if it refuses them")
     pro.add_argument("--wait", type=float, default=0.0, help="seconds to keep trying while nothing answers")
@@ -443,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shell[f"redis_{name}_password_file"] = str(done.password_file(role))
             shell["redis_ca_file"] = str(done.tls.ca_cert) if done.tls else ""
             print("\n".join(f"{name}={shlex.quote(value)}" for name, value in shell.items()))
+            return 0
+        if args.command == "default-rules":
+            print(f"ACL SETUSER default reset off {aof_replay_rules(config['KEY_PREFIX'], config['QUEUE_NAME'])}")
             return 0
         if args.command == "rules":
             for role in (WEB, MODEL_SERVER):

@@ -13,7 +13,7 @@ import redis
 
 from keras_rest_api.queue import redis_users
 from keras_rest_api.queue.jobs import JobQueue, NotReplicated, connect_from_settings, lost_primary, parse_sentinels
-from keras_rest_api.queue.records import Job, Keys
+from keras_rest_api.queue.records import Job, Keys, Result
 from keras_rest_api.settings import load
 from tests.support.harness import RedisServer
 
@@ -102,3 +102,27 @@ def test_a_submit_with_wait_loads_its_script_on_a_fresh_primary(primary_and_repl
     primary, _ = primary_and_replica
     primary.client().script_flush()
     assert web_queue(primary).submit(job(3), 100, min_replicas=1, replicas_timeout_ms=2000)
+
+
+def test_a_redis_killed_and_restarted_replays_the_tiers_transactions_from_its_file(tmp_path):
+    # The tiers' scripts and replies are logged as MULTI/EXEC, which Redis 7.0 re-checks against
+    # the default user's rules when it replays them: with none, everything was dropped.
+    server = RedisServer(tmp_path / "data", secrets_dir=tmp_path / "secrets")
+    server.start()
+    try:
+        web = web_queue(server)
+        web.submit(job(1), 100, pending_ttl=60)
+        web.submit(job(2), 100)
+        model = JobQueue(connect_from_settings({**load({}), **server.settings_for(redis_users.MODEL_SERVER)}, 5.0),
+                         Keys("kras", "image_queue"), "servers").for_model("m", "1")
+        model.ensure_group()
+        claimed = model.claim("server-a", 2, block_ms=None)
+        model.reply([(claimed[0], Result.ok([], {}))], result_ttl=60)
+        time.sleep(1.2)  # appendfsync everysec
+        server.kill()
+        server.start()
+        admin = server.client()
+        assert admin.xlen(web.stream) == 1 and admin.xpending(web.stream, "servers")["pending"] == 1
+        assert admin.exists(web.keys.result("dur1"), web.keys.pending("dur1")) == 2
+    finally:
+        server.stop()
