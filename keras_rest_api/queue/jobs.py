@@ -45,6 +45,32 @@ return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
 """
 
 
+# Answer and acknowledge each entry that the replying consumer still holds, in one atomic step;
+# skip the others: another server took it over (it answers) or already answered it. So a job run
+# twice (a takeover of a batch that was slow, not dead; a lost acknowledgement) is answered once.
+# KEYS: the stream, then one result key per entry (the stream again for an entry acknowledged
+# without an answer). ARGV: group, consumer, TTL in ms, then per entry: its id and the answer
+# ("" for none). Returns how many entries were answered or acknowledged.
+_REPLY_SCRIPT = """
+local stream, group, consumer, ttl = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local done = 0
+for i = 2, #KEYS do
+    local id, answer = ARGV[2 + (i - 1) * 2], ARGV[3 + (i - 1) * 2]
+    local held = redis.call('XPENDING', stream, group, id, id, 1)[1]
+    if held and held[2] == consumer then
+        if answer ~= '' then
+            redis.call('RPUSH', KEYS[i], answer)
+            redis.call('PEXPIRE', KEYS[i], ttl)
+        end
+        redis.call('XACK', stream, group, id)
+        redis.call('XDEL', stream, id)
+        done = done + 1
+    end
+end
+return done
+"""
+
+
 @dataclass
 class Claimed:
     """A stream entry this consumer holds: its entry id, the job (None if unreadable), deliveries."""
@@ -54,6 +80,7 @@ class Claimed:
     deliveries: int = 1
     error: str = ""
     queue: "JobQueue | None" = None  # the model version's queue it was claimed from
+    consumer: str = ""  # who claimed it: only that consumer's answer is published
 
 
 class QueueFull(Exception):
@@ -100,6 +127,7 @@ class JobQueue:
         self.version = version
         self._stream = keys.queue(model, version) if model else ""
         self._submit = connection.register_script(_SUBMIT_SCRIPT)
+        self._reply = connection.register_script(_REPLY_SCRIPT)
 
     def for_model(self, model: str, version: str) -> "JobQueue":
         """The queue of `model` version `version`, on this connection."""
@@ -229,7 +257,7 @@ class JobQueue:
         if not reply:
             return []
         _stream, entries = reply[0]
-        return [_claimed(self, entry_id, fields, 1) for entry_id, fields in entries]
+        return [_claimed(self, entry_id, fields, 1, consumer) for entry_id, fields in entries]
 
     def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Claimed]:
         """Take over up to `count` entries claimed by any consumer and idle for `min_idle_ms`."""
@@ -240,7 +268,7 @@ class JobQueue:
         if not entries:
             return []
         deliveries = self._delivery_counts(entry_id for entry_id, _ in entries)
-        return [_claimed(self, entry_id, fields, deliveries.get(entry_id, 1)) for entry_id, fields in entries]
+        return [_claimed(self, entry_id, fields, deliveries.get(entry_id, 1), consumer) for entry_id, fields in entries]
 
     def _delivery_counts(self, entry_ids: Iterable[bytes]) -> dict[bytes, int]:
         counts = {}
@@ -252,23 +280,25 @@ class JobQueue:
             counts[entry_id] = int(pending[0]["times_delivered"]) if pending else 1
         return counts
 
-    def reply(self, answers: Sequence[tuple[Claimed, Result]], result_ttl: float) -> None:
-        """Publish each job's result and acknowledge its entry, all in one transaction.
+    def reply(self, answers: Sequence[tuple[Claimed, Result]], result_ttl: float) -> int:
+        """Publish each job's result and acknowledge its entry, all in one atomic script; return
+        how many were published.
 
-        One MULTI/EXEC means a server that dies here either answered and acknowledged
-        everything or nothing, so a takeover never answers a request that was already answered.
+        Atomic: a server that dies here answered and acknowledged everything or nothing, so a
+        takeover never answers a request that was already answered. An entry its claimer no
+        longer holds (taken over by another server, or answered by it already) is skipped, so a
+        job that ran twice is answered once.
         """
         if not answers:
-            return
+            return 0
         ttl_ms = max(1, int(result_ttl * 1000))
-        pipe = self.redis.pipeline(transaction=True)
+        keys, args = [self.stream], [self.group, answers[0][0].consumer, ttl_ms]
         for claimed, result in answers:
-            if claimed.job is not None:
-                key = self.keys.result(claimed.job.id)
-                pipe.rpush(key, result.to_redis())
-                pipe.pexpire(key, ttl_ms)
-        self._acknowledge(pipe, [claimed.entry_id for claimed, _ in answers])
-        pipe.execute()
+            if claimed.consumer != answers[0][0].consumer:
+                raise ValueError("one reply answers the claims of one consumer")
+            keys.append(self.keys.result(claimed.job.id) if claimed.job is not None else self.stream)
+            args.extend((claimed.entry_id, result.to_redis() if claimed.job is not None else b""))
+        return int(self._reply(keys=keys, args=args))
 
     def discard(self, entry_ids: Sequence[bytes]) -> None:
         """Acknowledge entries without answering (their clients have given up)."""
@@ -333,15 +363,16 @@ def claim_any(queues: Sequence[JobQueue], consumer: str, block_ms: int) -> list[
     claimed = []
     for stream, entries in reply or []:
         queue = by_stream[stream.decode() if isinstance(stream, bytes) else stream]
-        claimed.extend(_claimed(queue, entry_id, fields, 1) for entry_id, fields in entries)
+        claimed.extend(_claimed(queue, entry_id, fields, 1, consumer) for entry_id, fields in entries)
     return claimed
 
 
-def _claimed(queue: JobQueue, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> Claimed:
+def _claimed(queue: JobQueue, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int,
+             consumer: str) -> Claimed:
     try:
-        return Claimed(entry_id, Job.from_redis(fields), deliveries, queue=queue)
+        return Claimed(entry_id, Job.from_redis(fields), deliveries, queue=queue, consumer=consumer)
     except RecordError as exc:
-        return Claimed(entry_id, None, deliveries, error=str(exc), queue=queue)
+        return Claimed(entry_id, None, deliveries, error=str(exc), queue=queue, consumer=consumer)
 
 
 def _read_result(job_id: str, data: bytes) -> Result:

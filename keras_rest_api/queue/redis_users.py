@@ -122,6 +122,10 @@ def acl_rules(role: str, prefix: str, queue_name: str) -> str:
         return " ".join([
             base,
             "+multi +exec +discard",
+            # The reply script (jobqueue._REPLY_SCRIPT): answers and acknowledges the entries the
+            # server still holds; its own commands are checked by the selectors below.
+            "+script|load",
+            f"(+evalsha %RW~{k['queue']} %RW~{k['result']})",
             # Consumer group: create, read, take over, count deliveries, acknowledge and delete.
             f"(+xgroup|create +xreadgroup +xautoclaim +xpending +xack +xdel %RW~{k['queue']})",
             # XLEN: a draining version is unloaded only once its queue is empty.

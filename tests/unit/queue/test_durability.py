@@ -126,3 +126,24 @@ def test_a_redis_killed_and_restarted_replays_the_tiers_transactions_from_its_fi
         assert admin.exists(web.keys.result("dur1"), web.keys.pending("dur1")) == 2
     finally:
         server.stop()
+
+
+def test_a_job_run_by_two_servers_is_answered_once(tmp_path):
+    # A slow batch taken over while its server still runs it: both finish, one answer is kept.
+    server = RedisServer(tmp_path / "data", secrets_dir=tmp_path / "secrets")
+    server.start()
+    try:
+        web_queue(server).submit(job(1), 100)
+        model = JobQueue(connect_from_settings({**load({}), **server.settings_for(redis_users.MODEL_SERVER)}, 5.0),
+                         Keys("kras", "image_queue"), "servers").for_model("m", "1")
+        model.ensure_group()
+        [slow] = model.claim("server-a", 1, block_ms=None)
+        time.sleep(0.05)
+        [taken] = model.reclaim("server-b", min_idle_ms=10, count=1)
+        assert model.reply([(slow, Result.ok([], {}, model="m", version="1"))], result_ttl=60) == 0
+        assert model.reply([(taken, Result.ok([], {}, model="m", version="1"))], result_ttl=60) == 1
+        assert model.reply([(slow, Result.ok([], {}))], result_ttl=60) == 0  # late, after the answer
+        admin = server.client()
+        assert admin.llen(model.keys.result("dur1")) == 1 and admin.xlen(model.stream) == 0
+    finally:
+        server.stop()
