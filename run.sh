@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole system in the foreground on 127.0.0.1:$PORT (default 8000): Redis (unless one
-# already answers at REDIS_URL), the model server, and Apache with mod_wsgi in daemon mode.
+# already answers at REDIS_URL, or REDIS_SENTINELS names Sentinels), the model server, and Apache
+# with mod_wsgi in daemon mode. The Redis it starts keeps its data (append-only file) in .run/redis.
 # Ctrl-C (or SIGTERM) stops everything it started, in order (below). Settings come from the
 # environment (see keras_rest_api/settings.py), e.g.  PORT=9000 MODEL=resnet50 MODEL_WEIGHTS=random ./run.sh
 set -euo pipefail
@@ -80,8 +81,12 @@ trap 'stop_all' EXIT
 # Each tier connects to Redis as its own user; with a Redis of your own, set REDIS_USERNAME and
 # REDIS_PASSWORD_FILE (see README, "Pointing the tiers at an existing Redis").
 web_redis=() model_redis=()
-probe=0; "$venv/bin/python" -m keras_rest_api.queue.redis_users probe || probe=$?
-if [ "$probe" = 0 ]; then
+probe=0
+# Behind Sentinel the tiers find the primary themselves; this script starts no Redis.
+[ -n "${REDIS_SENTINELS:-}" ] || { "$venv/bin/python" -m keras_rest_api.queue.redis_users probe || probe=$?; }
+if [ -n "${REDIS_SENTINELS:-}" ]; then
+  log "using the Redis primary that the Sentinels $REDIS_SENTINELS report for ${REDIS_SENTINEL_MASTER:-(REDIS_SENTINEL_MASTER unset)}"
+elif [ "$probe" = 0 ]; then
   log "using the Redis already running at $("$venv/bin/python" -c 'from keras_rest_api.queue.redis_users import redact_url; from keras_rest_api.settings import load; print(redact_url(load()["REDIS_URL"]))')"
 elif [ "$probe" != 3 ]; then
   exit 1  # it answers but refuses us (the reason is above)

@@ -58,6 +58,25 @@ MAX_QUEUE_LENGTH = 1000
 # 64 MiB + 2 x MAX_QUEUE_LENGTH x REDIS_JOB_BYTES (an image's pixels and record, its result).
 REDIS_MAXMEMORY = 0
 REDIS_JOB_BYTES = 256 * 1024
+# Persistence of a Redis this project starts (run.sh, the tests, deploy/docker-compose.yml): an
+# append-only file in its data folder, fsynced as this says: "everysec" (a crash loses at most
+# the last second of writes), "always" (nothing acknowledged is lost; every write waits for the
+# disk), "no" (the kernel flushes when it likes) or "off" (no file: a restart loses everything).
+REDIS_APPENDFSYNC = "everysec"
+# Redis behind Sentinel: comma-separated host:port of the Sentinels, and the name they monitor
+# the primary under. When set, REDIS_URL gives only the scheme (redis:// or rediss:// for TLS)
+# and the database number; both tiers ask the Sentinels where the primary is, on every new
+# connection, and run.sh starts no Redis. The Sentinels' own ACL user and password file, if
+# they require one (their TLS follows REDIS_URL's scheme and REDIS_TLS_* files).
+REDIS_SENTINELS = ""
+REDIS_SENTINEL_MASTER = ""
+REDIS_SENTINEL_USERNAME = ""
+REDIS_SENTINEL_PASSWORD_FILE = ""
+# An asynchronous job (202) is accepted only once this many replicas hold it (Redis WAIT, at
+# most MIN_REPLICAS_TIMEOUT_MS); fewer acknowledge: 503 with Retry-After, the job is not
+# promised. 0: no WAIT (one Redis, or replication trusted to catch up).
+MIN_REPLICAS = 0
+MIN_REPLICAS_TIMEOUT_MS = 500
 
 # --- Web tier --------------------------------------------------------------------------------
 # Seconds a request waits for its answer before it gets 504.

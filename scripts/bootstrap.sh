@@ -11,8 +11,9 @@ log() { echo "[bootstrap] $*" >&2; }
 
 # chromium and chromium-driver: the browser tests of the pages (tests/system/test_browser.py).
 # libapache2-mod-security2: Apache reads request bodies whole before the app sees them (apache/buffer-bodies.conf).
+# redis-sentinel: the failover tests (tests/system/test_redis_failover.py); production Sentinels are your own.
 # openssl: the CA and certificate of Redis's TLS port (keras_rest_api/queue/redis_users.py, with rediss:// URLs).
-apt_packages=(redis-server redis-tools apache2 apache2-dev libapache2-mod-security2 python3 python3-venv python3-dev curl iproute2 openssl chromium chromium-driver)
+apt_packages=(redis-server redis-sentinel redis-tools apache2 apache2-dev libapache2-mod-security2 python3 python3-venv python3-dev curl iproute2 openssl chromium chromium-driver)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

@@ -13,7 +13,7 @@ import numpy as np
 import redis
 
 from keras_rest_api.ids import default_server_name
-from keras_rest_api.queue.jobs import JobQueue
+from keras_rest_api.queue.jobs import JobQueue, lost_primary
 from keras_rest_api.model_server.claims import Batch, Claimer
 from keras_rest_api.model_server.heartbeat import HeartbeatPublisher
 from keras_rest_api.model_server.versions import FixedSource, VersionSet, ModelSource, ServedVersion
@@ -148,6 +148,10 @@ class ModelServer:
                     self.stopping.wait(delay)
                     delay = min(delay * 2, BACKOFF_MAX)
                 except redis.ResponseError as exc:
+                    if lost_primary(exc):  # a primary demoted by Sentinel under a blocked read
+                        log.warning("the Redis primary changed (%s); reconnecting", exc)
+                        self.stopping.wait(BACKOFF_FIRST)
+                        continue
                     if "NOGROUP" not in str(exc):
                         raise
                     # Redis restarted without persistence: the streams and groups are gone.

@@ -19,15 +19,17 @@ import math
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlparse
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from keras_rest_api.errors import clip
-from keras_rest_api.queue.functions import SUBMIT
+from keras_rest_api.queue.functions import REPLY, SUBMIT
 from keras_rest_api.queue.records import Heartbeat, Job, Keys, RecordError, Result
-from keras_rest_api.queue.redis_users import client_options
+from keras_rest_api.queue.redis_users import client_options, sentinel_options
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,28 @@ class Claimed:
     deliveries: int = 1
     error: str = ""
     queue: "JobQueue | None" = None  # the model version's queue it was claimed from
+    consumer: str = ""  # who claimed it: only that consumer's answer is published
 
 
 class QueueFull(Exception):
     """The queue holds MAX_QUEUE_LENGTH images already."""
+
+
+class NotReplicated(Exception):
+    """Fewer replicas than asked acknowledged a submitted job within the bound (Redis WAIT)."""
+
+    def __init__(self, acknowledged: int, wanted: int) -> None:
+        super().__init__(f"{acknowledged} of {wanted} replicas acknowledged the job")
+        self.acknowledged, self.wanted = acknowledged, wanted
+
+
+def lost_primary(exc: BaseException) -> bool:
+    """Whether `exc` says the primary went away or changed under a command (rather than refusing
+    it): what was written there may be gone, after a failover to a replica that had not caught up.
+    UNBLOCKED: a blocked read on a primary that Sentinel turned into a replica; READONLY: a write
+    to one."""
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith(("UNBLOCKED", "READONLY")))
 
 
 # A web process's latest look at each stream's length: (length, time.monotonic() of the look).
@@ -86,20 +106,27 @@ class JobQueue:
         return self._stream
 
     # --- web tier -----------------------------------------------------------------------
-    def submit(self, job: Job, max_length: int, pending_ttl: float = 0, owner: str = "") -> bytes:
+    def submit(self, job: Job, max_length: int, pending_ttl: float = 0, owner: str = "",
+               min_replicas: int = 0, replicas_timeout_ms: int = 0) -> bytes:
         """Queue `job`; QueueFull if `max_length` images are already queued or in flight.
 
         With `pending_ttl` (seconds), the job is also marked pending for that long, so that
         `peek_result` can tell "not finished yet" from "unknown or expired", and only for `owner`
-        (a hash of who submitted it, see web.auth.owner_tag; "" for anyone).
+        (a hash of who submitted it, see web.auth.owner_tag; "" for anyone). With `min_replicas`,
+        return only once that many replicas hold the job (WAIT, at most `replicas_timeout_ms`);
+        NotReplicated when fewer do.
         """
         fields = job.to_redis()
         args: list[Any] = [max_length, int(pending_ttl * 1000), f"{job.deadline!r} {owner}".rstrip()]
         for name, value in fields.items():
             args.extend((name, value))
+        keys = [self.stream, self.keys.pending(job.id)]
         # FCALL of the library the admin user loaded (queue.functions): this tier runs no script of its own.
         try:
-            entry_id = self.redis.fcall(SUBMIT, 2, self.stream, self.keys.pending(job.id), *args)
+            if min_replicas > 0:
+                entry_id = self._submit_replicated(keys, args, min_replicas, replicas_timeout_ms)
+            else:
+                entry_id = self.redis.fcall(SUBMIT, len(keys), *keys, *args)
         except redis.ResponseError as exc:
             if "function not found" in str(exc).lower():
                 log.error("Redis has no function %s: load the queue's functions as an admin user "
@@ -112,6 +139,21 @@ class JobQueue:
         seen = _seen_lengths.get(look)
         if seen is not None:  # one more than seen, without moving the look's time
             _seen_lengths[look] = (seen[0] + 1, seen[1])
+        return entry_id
+
+    def _submit_replicated(self, keys: list[str], args: list[Any], min_replicas: int, timeout_ms: int) -> bytes | None:
+        # WAIT counts the writes of its own connection, so the FCALL and WAIT go down one
+        # connection, as one pipeline.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.fcall(SUBMIT, len(keys), *keys, *args)
+        pipe.wait(min_replicas, max(1, timeout_ms))
+        entry_id, acknowledged = pipe.execute(raise_on_error=False)
+        if isinstance(entry_id, Exception):
+            raise entry_id
+        if isinstance(acknowledged, Exception):
+            raise acknowledged
+        if entry_id and int(acknowledged) < min_replicas:
+            raise NotReplicated(int(acknowledged), min_replicas)
         return entry_id
 
     def wait_result(self, job_id: str, timeout: float) -> Result | None:
@@ -183,7 +225,7 @@ class JobQueue:
         if not reply:
             return []
         _stream, entries = reply[0]
-        return [_claimed(self, entry_id, fields, 1) for entry_id, fields in entries]
+        return [_claimed(self, entry_id, fields, 1, consumer) for entry_id, fields in entries]
 
     def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Claimed]:
         """Take over up to `count` entries claimed by any consumer and idle for `min_idle_ms`."""
@@ -194,7 +236,7 @@ class JobQueue:
         if not entries:
             return []
         deliveries = self._delivery_counts(entry_id for entry_id, _ in entries)
-        return [_claimed(self, entry_id, fields, deliveries.get(entry_id, 1)) for entry_id, fields in entries]
+        return [_claimed(self, entry_id, fields, deliveries.get(entry_id, 1), consumer) for entry_id, fields in entries]
 
     def _delivery_counts(self, entry_ids: Iterable[bytes]) -> dict[bytes, int]:
         counts = {}
@@ -206,23 +248,25 @@ class JobQueue:
             counts[entry_id] = int(pending[0]["times_delivered"]) if pending else 1
         return counts
 
-    def reply(self, answers: Sequence[tuple[Claimed, Result]], result_ttl: float) -> None:
-        """Publish each job's result and acknowledge its entry, all in one transaction.
+    def reply(self, answers: Sequence[tuple[Claimed, Result]], result_ttl: float) -> int:
+        """Publish each job's result and acknowledge its entry, all in one atomic function call; return
+        how many were published.
 
-        One MULTI/EXEC means a server that dies here either answered and acknowledged
-        everything or nothing, so a takeover never answers a request that was already answered.
+        Atomic: a server that dies here answered and acknowledged everything or nothing, so a
+        takeover never answers a request that was already answered. An entry its claimer no
+        longer holds (taken over by another server, or answered by it already) is skipped, so a
+        job that ran twice is answered once.
         """
         if not answers:
-            return
+            return 0
         ttl_ms = max(1, int(result_ttl * 1000))
-        pipe = self.redis.pipeline(transaction=True)
+        keys, args = [self.stream], [self.group, answers[0][0].consumer, ttl_ms]
         for claimed, result in answers:
-            if claimed.job is not None:
-                key = self.keys.result(claimed.job.id)
-                pipe.rpush(key, result.to_redis())
-                pipe.pexpire(key, ttl_ms)
-        self._acknowledge(pipe, [claimed.entry_id for claimed, _ in answers])
-        pipe.execute()
+            if claimed.consumer != answers[0][0].consumer:
+                raise ValueError("one reply answers the claims of one consumer")
+            keys.append(self.keys.result(claimed.job.id) if claimed.job is not None else self.stream)
+            args.extend((claimed.entry_id, result.to_redis() if claimed.job is not None else b""))
+        return int(self.redis.fcall(REPLY, len(keys), *keys, *args))
 
     def discard(self, entry_ids: Sequence[bytes]) -> None:
         """Acknowledge entries without answering (their clients have given up)."""
@@ -287,15 +331,16 @@ def claim_any(queues: Sequence[JobQueue], consumer: str, block_ms: int) -> list[
     claimed = []
     for stream, entries in reply or []:
         queue = by_stream[stream.decode() if isinstance(stream, bytes) else stream]
-        claimed.extend(_claimed(queue, entry_id, fields, 1) for entry_id, fields in entries)
+        claimed.extend(_claimed(queue, entry_id, fields, 1, consumer) for entry_id, fields in entries)
     return claimed
 
 
-def _claimed(queue: JobQueue, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int) -> Claimed:
+def _claimed(queue: JobQueue, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int,
+             consumer: str) -> Claimed:
     try:
-        return Claimed(entry_id, Job.from_redis(fields), deliveries, queue=queue)
+        return Claimed(entry_id, Job.from_redis(fields), deliveries, queue=queue, consumer=consumer)
     except RecordError as exc:
-        return Claimed(entry_id, None, deliveries, error=str(exc), queue=queue)
+        return Claimed(entry_id, None, deliveries, error=str(exc), queue=queue, consumer=consumer)
 
 
 def _read_result(job_id: str, data: bytes) -> Result:
@@ -319,10 +364,22 @@ def _marker(marker: bytes | None) -> tuple[float | None, str]:
 
 
 def queue_from_settings(config: Mapping[str, Any], read_timeout: float) -> JobQueue:
-    """The (unbound) queue the settings name (REDIS_URL, KEY_PREFIX, QUEUE_NAME, CONSUMER_GROUP)."""
-    connection = connect(config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
-                         read_timeout=read_timeout, **client_options(config))
-    return JobQueue(connection, Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), config["CONSUMER_GROUP"])
+    """The (unbound) queue the settings name (REDIS_URL or REDIS_SENTINELS, KEY_PREFIX, QUEUE_NAME,
+    CONSUMER_GROUP)."""
+    return JobQueue(connect_from_settings(config, read_timeout), Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]),
+                    config["CONSUMER_GROUP"])
+
+
+def connect_from_settings(config: Mapping[str, Any], read_timeout: float | None) -> redis.Redis:
+    """The Redis client the settings name: REDIS_URL's server, or the primary that REDIS_SENTINELS
+    report for REDIS_SENTINEL_MASTER, with the tier's credentials and TLS files."""
+    options = client_options(config)
+    if not config.get("REDIS_SENTINELS"):
+        return connect(config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
+                       read_timeout=read_timeout, **options)
+    return connect_sentinel(parse_sentinels(config["REDIS_SENTINELS"]), str(config.get("REDIS_SENTINEL_MASTER") or ""),
+                            config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
+                            read_timeout=read_timeout, sentinel_options=sentinel_options(config), **options)
 
 
 def connect(url: str, connect_timeout: float, read_timeout: float | None, **options: Any) -> redis.Redis:
@@ -338,4 +395,44 @@ def connect(url: str, connect_timeout: float, read_timeout: float | None, **opti
         retry=Retry(NoBackoff(), 1),
         health_check_interval=0,
         **options,
+    )
+
+
+def parse_sentinels(text: str) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS ("host:port,host:port") as addresses; ValueError says what is wrong."""
+    addresses = []
+    for item in (part.strip() for part in str(text).split(",")):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS must be comma-separated host:port pairs (e.g. "
+                             f"10.0.0.1:26379,10.0.0.2:26379), received the item {item[:100]!r}.")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def connect_sentinel(sentinels: Sequence[tuple[str, int]], master: str, url: str, connect_timeout: float,
+                     read_timeout: float | None, sentinel_options: Mapping[str, Any] | None = None,
+                     **options: Any) -> redis.Redis:
+    """A client of the primary the Sentinels report for `master`, as `connect`'s clients behave.
+
+    Every new connection asks the Sentinels where the primary is, and a connection that finds its
+    server demoted (READONLY) is dropped, so after a failover each connection moves to the new
+    primary on its next use (a failed command is retried once, on a new connection). `url` gives
+    only the scheme (rediss:// for TLS) and the database number.
+    """
+    if not master:
+        raise ValueError("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is empty; set it to the name the "
+                         "Sentinels monitor the primary under (their `sentinel monitor NAME ...` line).")
+    parsed = urlparse(url)
+    tls = parsed.scheme == "rediss"
+    tls_options = {k: v for k, v in options.items() if k.startswith("ssl_")}
+    db = int(parsed.path.strip("/") or 0) if parsed.path.strip("/").isdigit() else 0
+    sentinel = Sentinel(
+        list(sentinels),
+        sentinel_kwargs={"socket_connect_timeout": connect_timeout, "socket_timeout": connect_timeout,
+                         "ssl": tls, **tls_options, **(sentinel_options or {})},
+    )
+    return sentinel.master_for(
+        master, redis_class=redis.Redis, socket_connect_timeout=connect_timeout, socket_timeout=read_timeout,
+        retry=Retry(NoBackoff(), 1), health_check_interval=0, db=db, ssl=tls, **options,
     )

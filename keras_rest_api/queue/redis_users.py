@@ -9,7 +9,8 @@ needs to refuse whoever is not one of the service's tiers:
         web.password          0640 root:www-data  read by Apache's daemons (www-data)
         model_server.password 0600
         admin.password        0600  operators and tests (every command, every key)
-        redis.conf            0600  what redis-server is started with (no password in it)
+        redis.conf            0600  what redis-server is started with (no password in it unless
+                                    it replicates: then the admin password, for masterauth)
         tls/                  with --tls: a CA made here and Redis's certificate, signed by it
 
 Each tier's user may run only the commands it issues, and only on its own keys (Redis 7 ACL
@@ -29,6 +30,7 @@ user names, never a password):
     keras-rest-api-redis-users probe [--wait SECONDS] [--role admin --dir DIR]
     keras-rest-api-redis-users functions [--role admin --dir DIR]   # load queue/functions.py's library
     keras-rest-api-redis-users rules      # ACL SETUSER commands for a Redis of your own
+    keras-rest-api-redis-users default-rules  # then this one: the default user off (see acl_file_text)
 """
 from __future__ import annotations
 
@@ -65,6 +67,8 @@ _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 # ACL rules are whitespace-separated words, so a key prefix may not contain whitespace.
 _NAME = re.compile(r"[^\s()]{1,200}")
 _URL_USERINFO = re.compile(r"^(\w+://)([^@/]*@)")
+# "off": no append-only file at all (what this project did before; a restart loses everything).
+APPENDFSYNC_CHOICES = ("always", "everysec", "no", "off")
 
 
 class RedisSecurityError(ValueError):
@@ -103,6 +107,8 @@ def acl_rules(role: str, prefix: str, queue_name: str) -> str:
             base,
             # No script of its own (EVAL, SCRIPT, FUNCTION): the submit step is the function the
             # admin user loaded (queue.functions), called on the queue and a pending marker only.
+            # WAIT: with MIN_REPLICAS, a job is accepted once that many replicas hold it.
+            "+wait",
             f"(+fcall %RW~{k['queue']} %RW~{k['pending']})",
             f"(+xadd %W~{k['queue']})",
             f"(+xlen %R~{k['queue']})",
@@ -119,6 +125,10 @@ def acl_rules(role: str, prefix: str, queue_name: str) -> str:
         return " ".join([
             base,
             "+multi +exec +discard",
+            # The reply function (queue.functions, loaded by the admin user): answers and
+            # acknowledges the entries the server still holds; its own commands are checked by the
+            # selectors below. No script of its own.
+            f"(+fcall %RW~{k['queue']} %RW~{k['result']})",
             # Consumer group: create, read, take over, count deliveries, acknowledge and delete.
             f"(+xgroup|create +xreadgroup +xautoclaim +xpending +xack +xdel %RW~{k['queue']})",
             # XLEN: a draining version is unloaded only once its queue is empty.
@@ -132,9 +142,25 @@ def acl_rules(role: str, prefix: str, queue_name: str) -> str:
     raise RedisSecurityError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
 
 
+def aof_replay_rules(prefix: str, queue_name: str) -> str:
+    """What Redis needs to replay the tiers' logged transactions (see acl_file_text): their
+    write commands, on their keys only."""
+    k = key_patterns(prefix, queue_name)
+    keys = " ".join(f"%RW~{k[kind]}" for kind in ("queue", "result", "pending", "servers", "server"))
+    return f"+multi +exec (+xadd +xclaim +xack +xdel +xgroup|create +xgroup|createconsumer +xgroup|setid +xsetid +xautoclaim +xtrim " \
+           f"+set +del +unlink +rpush +lpop +blpop +pexpire +pexpireat +zadd +zrem +zremrangebyscore {keys})"
+
+
 def acl_file_text(password_hashes: Mapping[str, str], prefix: str, queue_name: str) -> str:
-    """An ACL file: the default user off, and each role with the SHA-256 of its password."""
-    lines = ["user default off resetkeys resetchannels -@all"]
+    """An ACL file: the default user off, and each role with the SHA-256 of its password.
+
+    The default user is off: no connection can act as it (each must AUTH as a role). Its rules
+    matter to one client only: Redis 7.0 replays the append-only file's transactions (MULTI/EXEC,
+    which is how the tiers' scripts and replies are logged) as the default user and re-checks
+    them at EXEC, so without the service's own commands on the service's own keys a restarted
+    Redis dropped every job and result ("NOPERM ... AOF-loading-client" in its log).
+    """
+    lines = ["user default off resetkeys resetchannels -@all " + aof_replay_rules(prefix, queue_name)]
     for role in ROLES:
         lines.append(f"user {role} on #{password_hashes[role]} {acl_rules(role, prefix, queue_name)}")
     return "\n".join(lines) + "\n"
@@ -257,10 +283,21 @@ def memory_limit(config: Mapping[str, Any]) -> int:
 
 def prepare(directory: str | os.PathLike[str], *, prefix: str, queue_name: str, data_dir: str | os.PathLike[str],
             port: int, bind: Sequence[str] = ("127.0.0.1",), tls: bool = False, tls_hosts: Sequence[str] = (),
-            web_group: str | None = None, maxmemory: int | None = None) -> Prepared:
+            web_group: str | None = None, maxmemory: int | None = None, appendfsync: str = "everysec",
+            replication: bool = False, replica_of: tuple[str, int] | None = None,
+            conf_name: str = "redis.conf") -> Prepared:
     """Write the ACL, passwords (kept from an earlier run, so running tiers stay valid), TLS files
-    and redis.conf for a Redis that only the service's users may use, holding at most `maxmemory`
-    bytes (None: `memory_limit` of the default settings)."""
+    and `conf_name` for a Redis that only the service's users may use, holding at most `maxmemory`
+    bytes (None: `memory_limit` of the default settings) and keeping its data in an append-only
+    file in `data_dir` (fsynced per `appendfsync`).
+
+    With `replication` (for a primary that Sentinel may demote) or `replica_of` (host, port: it
+    starts as that primary's replica), it replicates as the admin user: the configuration file
+    then holds the admin password (it is 0600, as the password files are).
+    """
+    if appendfsync not in APPENDFSYNC_CHOICES:
+        raise RedisSecurityError(f"REDIS_APPENDFSYNC must be one of {', '.join(APPENDFSYNC_CHOICES)}, "
+                                 f"received {appendfsync!r}.")
     root = Path(directory).resolve()
     root.mkdir(parents=True, exist_ok=True)
     gid = _web_group(web_group or os.environ.get("APACHE_GROUP") or DEFAULT_WEB_GROUP)
@@ -283,8 +320,10 @@ def prepare(directory: str | os.PathLike[str], *, prefix: str, queue_name: str, 
         # With the default user off, protected mode refuses nobody who has a password; it stays on.
         "protected-mode yes",
         f"dir {Path(data_dir).resolve()}",
+        # Persistence is the append-only file: a restarted Redis has its streams, consumer groups,
+        # pending entries and results back (RDB snapshots would lose minutes of them).
         'save ""',
-        "appendonly no",
+        *(["appendonly no"] if appendfsync == "off" else ["appendonly yes", f"appendfsync {appendfsync}"]),
         # hz 100: Redis ends blocking waits (the batch window) to within 10 ms.
         "hz 100",
         # Past maxmemory a write is refused (the web tier answers 503), never an accepted job evicted.
@@ -300,7 +339,13 @@ def prepare(directory: str | os.PathLike[str], *, prefix: str, queue_name: str, 
                   f"tls-ca-cert-file {tls_files.ca_cert}",
                   # Clients prove who they are with their password; a client certificate is optional.
                   "tls-auth-clients optional"]
-    conf = root / "redis.conf"
+    if replication or replica_of is not None:
+        lines += [f"masteruser {ADMIN}", f"masterauth {read_secret_file(root / f'{ADMIN}.password', 'the admin password')}"]
+        if tls_files is not None:
+            lines.append("tls-replication yes")
+    if replica_of is not None:
+        lines.append(f"replicaof {replica_of[0]} {replica_of[1]}")
+    conf = root / conf_name
     _write_private(conf, "\n".join(lines) + "\n")
     return Prepared(root, conf, acl, tls_files)
 
@@ -349,6 +394,22 @@ def client_options(config: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
+def sentinel_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """redis-py keyword arguments for the Sentinels' own authentication (REDIS_SENTINEL_USERNAME,
+    REDIS_SENTINEL_PASSWORD_FILE); empty for Sentinels that require none."""
+    username = str(config.get("REDIS_SENTINEL_USERNAME") or "")
+    password_file = str(config.get("REDIS_SENTINEL_PASSWORD_FILE") or "")
+    if username and not password_file:
+        raise RedisSecurityError(f"REDIS_SENTINEL_USERNAME is {username!r} but REDIS_SENTINEL_PASSWORD_FILE is "
+                                 "empty; set it to a file holding that Sentinel user's password.")
+    options: dict[str, Any] = {}
+    if password_file:
+        options["password"] = read_secret_file(password_file, "REDIS_SENTINEL_PASSWORD_FILE")
+    if username:
+        options["username"] = username
+    return options
+
+
 def probe(url: str, options: Mapping[str, Any], timeout: float = 1.0) -> str:
     """"ok" when Redis at `url` answers PING with these credentials, "unreachable" when nothing
     answers there, "refused" when something answers but refuses them (or the TLS handshake)."""
@@ -392,6 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prep.add_argument("--tls-host", action="append", default=[], help="an extra name for Redis's certificate")
     commands.add_parser("rules", help="print the ACL SETUSER commands that create the web and model_server "
                         "users for KEY_PREFIX and QUEUE_NAME on a Redis of your own (passwords left to fill in)")
+    commands.add_parser("default-rules", help="print the ACL SETUSER command that turns the default user off "
+                        "yet lets Redis 7.0 replay the service's logged transactions from its append-only file "
+                        "(run it last, as an admin user)")
     pro = commands.add_parser("probe", help="exit 0 if Redis at REDIS_URL answers with the configured "
                               "credentials, 3 if nothing answers, 4 if it refuses them")
     pro.add_argument("--wait", type=float, default=0.0, help="seconds to keep trying while nothing answers")
@@ -411,13 +475,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "prepare":
             done = prepare(args.dir, prefix=config["KEY_PREFIX"], queue_name=config["QUEUE_NAME"],
                            data_dir=args.data_dir, port=args.port, bind=args.bind or ["127.0.0.1"], tls=args.tls,
-                           tls_hosts=args.tls_host, maxmemory=memory_limit(config))
+                           tls_hosts=args.tls_host, maxmemory=memory_limit(config),
+                           appendfsync=config["REDIS_APPENDFSYNC"])
             shell = {"redis_conf": str(done.conf)}
             for role, name in ((WEB, "web"), (MODEL_SERVER, "model"), (ADMIN, "admin")):
                 shell[f"redis_{name}_user"] = role
                 shell[f"redis_{name}_password_file"] = str(done.password_file(role))
             shell["redis_ca_file"] = str(done.tls.ca_cert) if done.tls else ""
             print("\n".join(f"{name}={shlex.quote(value)}" for name, value in shell.items()))
+            return 0
+        if args.command == "default-rules":
+            print(f"ACL SETUSER default reset off {aof_replay_rules(config['KEY_PREFIX'], config['QUEUE_NAME'])}")
             return 0
         if args.command == "rules":
             for role in (WEB, MODEL_SERVER):

@@ -13,12 +13,13 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+import redis
 
 from keras_rest_api.errors import GatewayTimeout, ServiceError, ServiceUnavailable
 from keras_rest_api.ids import new_request_id
 from keras_rest_api.imaging.budget import DecodeBudget
 from keras_rest_api.imaging.decode import decode_image
-from keras_rest_api.queue.jobs import JobQueue, QueueFull
+from keras_rest_api.queue.jobs import JobQueue, NotReplicated, QueueFull, lost_primary
 from keras_rest_api.queue.records import Job, ModelContract, Result
 from keras_rest_api.web.served import ServedModels
 
@@ -30,6 +31,8 @@ JSON_BYTES_PER_BYTE = 40
 # Copies of the non-JSON part of a body while it is parsed: a multipart part's buffer and the
 # bytes read from it; a binary tensor's slice, its elements, and FP32 pixels widened to float64.
 COPIES_PER_BINARY_BYTE = 3
+# Backoff between attempts to queue a job again while no primary answers (a failover under way).
+RESUBMIT_FIRST_DELAY, RESUBMIT_MAX_DELAY = 0.1, 1.0
 
 
 class DataPlane:
@@ -61,6 +64,9 @@ class DataPlane:
         body = self.max_upload_bytes if body_bytes is None else max(0, body_bytes)
         json_part = min(max(0, json_bytes), body)
         return body + (body - json_part) * COPIES_PER_BINARY_BYTE + json_part * JSON_BYTES_PER_BYTE
+        self.min_replicas = int(settings["MIN_REPLICAS"])
+        self.min_replicas_timeout_ms = int(settings["MIN_REPLICAS_TIMEOUT_MS"])
+        self.retry_after = int(settings["RETRY_AFTER_SECONDS"])
 
     def resolve(self, name: str | None, version: str | None) -> ModelContract:
         """The version a request for `name` (None: the default model) and `version` (None: the
@@ -92,24 +98,69 @@ class DataPlane:
         """Queue each image as a job of its own on `contract`'s queue, all with one deadline.
 
         Each is batched by the model servers with everyone else's. ServiceUnavailable (503) when
-        the queue is full; jobs queued before that are answered and expire unread.
+        the queue is full; jobs queued before that are answered and expire unread. A job that
+        may be fetched later is promised (202) to its client, so with MIN_REPLICAS it counts as
+        queued only once that many replicas hold it; else 503.
         """
         queue = self.queue_for(contract)
         deadline = time.time() + timeout
         jobs = [Job(id=new_request_id(), pixels=pixels, top_k=top_k, deadline=deadline, request_id=request_id,
                     full_output=full_output, fetch_later=fetch_later) for pixels in images]
+        replicas = self.min_replicas if fetch_later else 0
         for job in jobs:
             try:
-                queue.submit(job, self.max_queue_length, pending_ttl=pending_ttl, owner=owner)
+                queue.submit(job, self.max_queue_length, pending_ttl=pending_ttl, owner=owner,
+                             min_replicas=replicas, replicas_timeout_ms=self.min_replicas_timeout_ms)
             except QueueFull:
                 raise self._queue_full(len(jobs)) from None
+            except NotReplicated as exc:
+                log.warning("request %s (job %s): %s within %d ms; not accepted", request_id, job.id, exc,
+                            self.min_replicas_timeout_ms)
+                raise ServiceUnavailable(
+                    f"The job could not be stored safely: {exc.acknowledged} of the {exc.wanted} Redis replicas "
+                    f"required (MIN_REPLICAS) confirmed it within {self.min_replicas_timeout_ms} ms. It was not "
+                    "accepted; retry shortly.", retry_after=self.retry_after) from None
         return jobs
 
     def wait(self, contract: ModelContract, jobs: Sequence[Job], timeout: float) -> list[Result | None]:
-        """Every job's answer, waiting until one deadline `timeout` s from now; None for a late one."""
+        """Every job's answer, waiting until one deadline `timeout` s from now; None for a late one.
+
+        When the primary goes away or changes under the wait (a Redis crash, a Sentinel
+        failover), the job may have gone with it: this process still holds its pixels, so it
+        queues the job again under the same id on whichever primary answers next, and waits on.
+        A job that then runs twice has two answers pushed; only the first is taken.
+        """
         queue = self.queue_for(contract)
         deadline = time.time() + timeout
-        return [queue.wait_result(job.id, timeout=deadline - time.time()) for job in jobs]
+        return [self._wait_one(queue, job, deadline) for job in jobs]
+
+    def _wait_one(self, queue: JobQueue, job: Job, deadline: float) -> Result | None:
+        while True:
+            try:
+                return queue.wait_result(job.id, timeout=deadline - time.time())
+            except redis.RedisError as exc:
+                if not lost_primary(exc) or time.time() >= deadline:
+                    raise
+                log.warning("request %s (job %s): lost the Redis primary while waiting (%s); queueing the "
+                            "job again", job.request_id, job.id, exc)
+                self._resubmit(queue, job, deadline)
+
+    def _resubmit(self, queue: JobQueue, job: Job, deadline: float) -> None:
+        """Queue `job` again (same id) as soon as a primary takes it, retrying with backoff until
+        `deadline`; the last error when none did. The bound is this request's own deadline."""
+        delay = RESUBMIT_FIRST_DELAY
+        while True:
+            try:
+                queue.submit(job, self.max_queue_length)
+                return
+            except QueueFull:
+                raise self._queue_full(1) from None
+            except redis.RedisError as exc:
+                if not lost_primary(exc) or time.time() + delay >= deadline:
+                    raise
+            # Backing off between reconnections while no primary answers (not polling for data).
+            time.sleep(delay)
+            delay = min(delay * 2, RESUBMIT_MAX_DELAY)
 
     def classify(self, contract: ModelContract, images: Sequence[np.ndarray], top_k: int, timeout: float,
                  request_id: str, *, full_output: bool = False) -> list[Result]:

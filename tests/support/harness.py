@@ -6,6 +6,7 @@ Used by the system tests and the benchmark (bench/benchmark.py imports it as
 from __future__ import annotations
 
 import os
+import secrets
 from contextlib import contextmanager
 import shutil
 import signal
@@ -57,10 +58,13 @@ class RedisServer:
     """
 
     def __init__(self, directory: Path, *, prefix: str = "kras", queue_name: str = "image_queue",
-                 tls: bool = False, secrets_dir: Path | None = None, maxmemory: int | None = None) -> None:
+                 tls: bool = False, secrets_dir: Path | None = None, maxmemory: int | None = None,
+                 appendfsync: str = "everysec", replica_of: "RedisServer | None" = None,
+                 replication: bool = False) -> None:
         self.directory = directory
         self.secrets_dir = secrets_dir or directory / "redis-secrets"
         self.prefix, self.queue_name, self.tls, self.maxmemory = prefix, queue_name, tls, maxmemory
+        self.appendfsync, self.replica_of, self.replication = appendfsync, replica_of, replication
         self.port = free_port()
         self.service_url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
         self.prepared: redis_users.Prepared | None = None
@@ -83,9 +87,13 @@ class RedisServer:
     def _prepare(self) -> redis_users.Prepared:
         if self.prepared is None:
             # Passwords are kept across restarts, so running tiers reconnect to a restarted Redis.
-            self.prepared = redis_users.prepare(self.secrets_dir, prefix=self.prefix, queue_name=self.queue_name,
-                                                   data_dir=self.directory, port=self.port, tls=self.tls,
-                                                   maxmemory=self.maxmemory)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.prepared = redis_users.prepare(
+                self.secrets_dir, prefix=self.prefix, queue_name=self.queue_name, data_dir=self.directory,
+                port=self.port, tls=self.tls, maxmemory=self.maxmemory, appendfsync=self.appendfsync,
+                replication=self.replication,
+                replica_of=("127.0.0.1", self.replica_of.port) if self.replica_of else None,
+                conf_name=f"redis-{self.port}.conf")
         return self.prepared
 
     def start(self) -> None:
@@ -94,16 +102,116 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed; run ./test.sh, which installs it")
         self.prepared = None
         # The configuration file carries the ACL file's path: no password on the command line.
-        self.process = subprocess.Popen([executable, str(self._prepare().conf)], stdout=subprocess.DEVNULL)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / "redis.log", "ab") as log:  # it outlives a restart, for post-mortems
+            self.process = subprocess.Popen([executable, str(self._prepare().conf)], stdout=log,
+                                            stderr=subprocess.STDOUT)
         client = self.client(socket_connect_timeout=0.2)
         wait_until(lambda: _pings(client), 10, f"redis-server on port {self.port}")
-        load_functions(client)  # as run.sh does: the admin user loads what the web tier may FCALL
+        if self.replica_of is not None:
+            # A replica gets the function library from its primary, with the data.
+            wait_until(lambda: _in_sync(client), 10, f"the replica on port {self.port} to catch up")
+        else:
+            load_functions(client)  # as run.sh does: the admin user loads what the tiers may FCALL
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to save anything beyond what its append-only file holds."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+class Sentinels:
+    """Three real redis-sentinel processes on free loopback ports monitoring `primary` as `master`,
+    with a password of their own (REDIS_SENTINEL_PASSWORD_FILE) and the admin user towards Redis.
+
+    `down_after_ms` is how long the primary must be silent before they fail it over.
+    """
+
+    def __init__(self, directory: Path, primary: RedisServer, master: str = "kras", down_after_ms: int = 1000,
+                 count: int = 3) -> None:
+        self.directory, self.primary, self.master = directory, primary, master
+        self.down_after_ms = down_after_ms
+        self.ports = [free_port() for _ in range(count)]
+        self.password_file = primary.secrets_dir / "sentinel.password"
+        self.processes: list[subprocess.Popen] = []
+
+    @property
+    def addresses(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def settings(self) -> dict[str, str]:
+        """What a tier adds to its Redis settings to find the primary through these Sentinels."""
+        return {"REDIS_SENTINELS": self.addresses, "REDIS_SENTINEL_MASTER": self.master,
+                "REDIS_SENTINEL_PASSWORD_FILE": str(self.password_file)}
+
+    def client(self, index: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.ports[index], password=self.password_file.read_text().strip(),
+                           socket_timeout=2, socket_connect_timeout=1)
+
+    def start(self) -> None:
+        executable = shutil.which("redis-sentinel")
+        if executable is None:
+            raise RuntimeError("redis-sentinel is not installed; run ./test.sh, which installs it")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.password_file.exists():
+            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
+            os.chmod(self.password_file, 0o644)  # the web tier (www-data under root) reads it too
+        password = self.password_file.read_text().strip()
+        admin = self.primary.prepared.password(redis_users.ADMIN) if self.primary.prepared else \
+            self.primary._prepare().password(redis_users.ADMIN)
+        for port in self.ports:
+            conf = self.directory / f"sentinel-{port}.conf"  # Sentinel rewrites it: its own file
+            conf.write_text("\n".join([
+                f"port {port}", "bind 127.0.0.1", f"dir {self.directory}", "loglevel warning",
+                f"requirepass {password}", f"sentinel sentinel-pass {password}",
+                f"sentinel monitor {self.master} 127.0.0.1 {self.primary.port} 2",
+                f"sentinel down-after-milliseconds {self.master} {self.down_after_ms}",
+                f"sentinel failover-timeout {self.master} 10000",
+                f"sentinel auth-user {self.master} {redis_users.ADMIN}",
+                f"sentinel auth-pass {self.master} {admin}", ""]))
+            os.chmod(conf, 0o600)
+            self.processes.append(subprocess.Popen([executable, str(conf)], stdout=subprocess.DEVNULL))
+        for index in range(len(self.ports)):
+            client = self.client(index)
+            wait_until(lambda: _knows_quorum(client, self.master), 20, f"Sentinel {index} to see its peers")
+
+    def primary_port(self) -> int | None:
+        """The port of the primary the first Sentinel reports."""
+        try:
+            address = self.client().sentinel_get_master_addr_by_name(self.master)
+        except redis.RedisError:
+            return None
+        return int(address[1]) if address else None
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(10)
+        self.processes = []
+
+
+def _knows_quorum(client: redis.Redis, master: str) -> bool:
+    try:
+        state = client.sentinel_master(master)
+    except redis.RedisError:
+        return False
+    return int(state.get("num-other-sentinels", 0)) >= 2 and int(state.get("num-slaves", 0)) >= 1
+
+
+def _in_sync(client: redis.Redis) -> bool:
+    try:
+        return client.info("replication").get("master_link_status") == "up"
+    except redis.RedisError:
+        return False
 
 
 def _pings(client: redis.Redis) -> bool:
@@ -116,7 +224,8 @@ def _pings(client: redis.Redis) -> bool:
 class Stack:
     """Redis, model servers and Apache as processes, with logs in `workdir`; `stop` ends them all."""
 
-    def __init__(self, workdir: Path, settings: Mapping[str, object], redis_tls: bool = False) -> None:
+    def __init__(self, workdir: Path, settings: Mapping[str, object], redis_tls: bool = False,
+                 sentinel: bool = False) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -128,12 +237,23 @@ class Stack:
         self.redis = RedisServer(workdir, prefix=self.env.get("KEY_PREFIX") or "kras",
                                  queue_name=self.env.get("QUEUE_NAME") or "image_queue", tls=redis_tls,
                                  secrets_dir=self.server_root / "redis-secrets",
-                                 maxmemory=redis_users.memory_limit(load_settings(self.env)))
+                                 maxmemory=redis_users.memory_limit(load_settings(self.env)),
+                                 appendfsync=self.env.get("REDIS_APPENDFSYNC") or "everysec", replication=sentinel)
+        # With `sentinel`: a replica of that Redis and three Sentinels; the tiers find the primary
+        # through the Sentinels only.
+        self.replica = RedisServer(workdir / "replica", prefix=self.redis.prefix, queue_name=self.redis.queue_name,
+                                   secrets_dir=self.redis.secrets_dir, maxmemory=self.redis.maxmemory,
+                                   appendfsync=self.redis.appendfsync, replica_of=self.redis) if sentinel else None
+        self.sentinels = Sentinels(workdir / "sentinels", self.redis) if sentinel else None
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self, model_servers: int = 1, timeout: float = 120) -> None:
         self.redis.start()
         self.env["REDIS_URL"] = self.redis.service_url
+        if self.replica is not None and self.sentinels is not None:
+            self.replica.start()
+            self.sentinels.start()
+            self.env.update(self.sentinels.settings())
         for n in range(model_servers):
             self.start_model_server(f"model_server{'' if n == 0 else n}")
         self.spawn("apache", [str(PROJECT / "apache" / "serve.sh")], APACHE_SERVER_ROOT=str(self.server_root / "root"),
@@ -174,7 +294,8 @@ class Stack:
         """The stack's job queue, as its tiers see it (for assertions on Redis state)."""
         names = ("KEY_PREFIX", "QUEUE_NAME", "CONSUMER_GROUP")
         config = {**load_settings(), **{k: self.env[k] for k in names if k in self.env},
-                  **self.redis.settings_for(redis_users.ADMIN)}
+                  **self.redis.settings_for(redis_users.ADMIN),
+                  **(self.sentinels.settings() if self.sentinels else {})}
         return queue_from_settings(config, read_timeout=10.0)
 
     def model_queue(self, version: str = "1") -> JobQueue:
@@ -200,7 +321,11 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
-        self.redis.stop()
+        if self.sentinels is not None:
+            self.sentinels.stop()
+        for server in (self.redis, self.replica):
+            if server is not None:
+                server.stop()
         shutil.rmtree(self.server_root, ignore_errors=True)
 
 

@@ -156,21 +156,28 @@ def test_the_web_user_cannot_forge_a_result_or_a_heartbeat(server, admin, config
     assert not admin.exists(keys.result(job(1).id), keys.server("ms-1"), keys.servers, "other:job:1")
 
 
-def test_the_web_user_runs_no_script_of_its_own(server, admin, config):
-    """A script the web user could load could loop forever: Redis would answer BUSY to everyone."""
-    web = queue_as(server, "web", config).redis
+@pytest.mark.parametrize("role", ["web", "model_server"])
+def test_neither_tier_runs_a_script_of_its_own(server, admin, config, role):
+    """A script a tier could load could loop forever: Redis would answer BUSY to everyone."""
+    client = queue_as(server, role, config).redis
     keys = Keys(PREFIX, QUEUE)
     harmless = admin.script_load("return 1")
-    for call in (lambda: web.script_load("while true do end"), lambda: web.evalsha(harmless, 0),
-                 lambda: web.eval("return 1", 0), lambda: web.execute_command("EVAL_RO", "return 1", 0),
-                 lambda: web.execute_command("SCRIPT", "EXISTS", harmless),
-                 lambda: web.function_load("#!lua name=mine\nredis.register_function('spin', function() "
-                                           "while true do end end)"),
-                 lambda: web.function_list(), lambda: web.function_delete(LIBRARY),
-                 lambda: web.execute_command("FUNCTION", "FLUSH"), lambda: web.execute_command("FUNCTION", "KILL")):
+    for call in (lambda: client.script_load("while true do end"), lambda: client.evalsha(harmless, 0),
+                 lambda: client.eval("return 1", 0), lambda: client.execute_command("EVAL_RO", "return 1", 0),
+                 lambda: client.execute_command("SCRIPT", "EXISTS", harmless),
+                 lambda: client.function_load("#!lua name=mine\nredis.register_function('spin', function() "
+                                              "while true do end end)"),
+                 lambda: client.function_list(), lambda: client.function_delete(LIBRARY),
+                 lambda: client.execute_command("FUNCTION", "FLUSH"),
+                 lambda: client.execute_command("FUNCTION", "KILL")):
         denied(call)
-    # It calls the admin's submit function on its own keys only: not to write a result.
-    denied(lambda: web.fcall(SUBMIT, 2, keys.result(job(1).id), keys.pending(job(1).id), 10, 0, "0", "v", "1"))
+    # Each calls the admin's functions on its own keys only: the web tier cannot write a result
+    # through the submit function, the model server cannot set a pending marker through the reply.
+    if role == "web":
+        denied(lambda: client.fcall(SUBMIT, 2, keys.result(job(1).id), keys.pending(job(1).id), 10, 0, "0", "v", "1"))
+    else:
+        denied(lambda: client.fcall(REPLY, 2, keys.queue("tiny", "1"), keys.pending(job(1).id),
+                                    "model_servers", "ms-1", 1000, "0-1", "forged"))
     assert admin.function_list(library=LIBRARY)  # still loaded
 
 
