@@ -48,6 +48,9 @@ class DataPlane:
         self.request_timeout = float(settings["REQUEST_TIMEOUT"])
         self.max_upload_bytes = int(settings["MAX_UPLOAD_BYTES"])
         self.max_json_bytes = int(settings["MAX_JSON_BYTES"])
+        self.min_replicas = int(settings["MIN_REPLICAS"])
+        self.min_replicas_timeout_ms = int(settings["MIN_REPLICAS_TIMEOUT_MS"])
+        self.retry_after = int(settings["RETRY_AFTER_SECONDS"])
 
     @contextmanager
     def parsing(self, nbytes: int, advice: str) -> Iterator[None]:
@@ -64,9 +67,6 @@ class DataPlane:
         body = self.max_upload_bytes if body_bytes is None else max(0, body_bytes)
         json_part = min(max(0, json_bytes), body)
         return body + (body - json_part) * COPIES_PER_BINARY_BYTE + json_part * JSON_BYTES_PER_BYTE
-        self.min_replicas = int(settings["MIN_REPLICAS"])
-        self.min_replicas_timeout_ms = int(settings["MIN_REPLICAS_TIMEOUT_MS"])
-        self.retry_after = int(settings["RETRY_AFTER_SECONDS"])
 
     def resolve(self, name: str | None, version: str | None) -> ModelContract:
         """The version a request for `name` (None: the default model) and `version` (None: the

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from keras_rest_api.queue import redis_users
-from keras_rest_api.queue.functions import LIBRARY, SOURCE as FUNCTIONS_SOURCE, SUBMIT
+from keras_rest_api.queue.functions import LIBRARY, REPLY, SOURCE as FUNCTIONS_SOURCE, SUBMIT
 from keras_rest_api.queue.jobs import JobQueue, queue_from_settings
 from keras_rest_api.queue.records import Heartbeat, Job, Keys, ModelContract, Prediction, Result, ServedModel
 from tests.support.harness import PROJECT, RedisServer, free_port, wait_until
