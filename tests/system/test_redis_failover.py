@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 import requests
 from PIL import Image
 
@@ -75,6 +76,16 @@ def fetch_results(stack: Stack, job_ids: list[str], within: float) -> dict[str, 
                 answers[job_id] = response
         time.sleep(0.2)
     return answers
+
+
+def _replicates_from(client: redis.Redis, port: int) -> bool:
+    """Whether `client`'s server is a caught-up replica of the one on `port` (the Sentinels
+    reconfigure it, and drop its clients' connections while they do)."""
+    try:
+        info = client.info("replication")
+    except redis.RedisError:
+        return False
+    return info.get("master_link_status") == "up" and int(info.get("master_port", 0)) == port
 
 
 def predictions(response: requests.Response) -> list[tuple[str, float]]:
@@ -188,8 +199,13 @@ def test_primary_sigkill_under_a_flood_fails_over_and_keeps_every_accepted_job(t
         assert post(stack, jpeg(0), asynchronous=True).status_code == 202
         with Flood(stack, expected, clients=6) as flood:
             time.sleep(5)
+            # For a second before the kill nothing is answered, so every synchronous client is
+            # waiting on its job when the primary dies (what re-queueing is for).
+            stack.signal("model_server", signal.SIGSTOP)
+            time.sleep(1.0)
             killed_at = time.monotonic()
             stack.redis.kill()
+            stack.signal("model_server", signal.SIGCONT)
             wait_until(lambda: stack.sentinels.primary_port() == stack.replica.port, 30, "the Sentinels' failover")
             failed_over_at = time.monotonic()
             time.sleep(8)
@@ -197,9 +213,8 @@ def test_primary_sigkill_under_a_flood_fails_over_and_keeps_every_accepted_job(t
         # replica of the new primary, which it copies; nothing accepted may be lost by that.
         stack.redis.start()
         replica_client = stack.redis.client()
-        wait_until(lambda: replica_client.info("replication").get("master_link_status") == "up"
-                   and int(replica_client.info("replication").get("master_port", 0)) == stack.replica.port,
-                   30, "the old primary to rejoin as a replica")
+        wait_until(lambda: _replicates_from(replica_client, stack.replica.port), 30,
+                   "the old primary to rejoin as a replica")
         statuses = Counter(outcome for _, _, outcome in flood.sync)
         # Waiting when the primary died: their web process queued them again on the new one. (A
         # 200 a second after the kill cannot come from the dead primary.)
@@ -230,4 +245,5 @@ def test_primary_sigkill_under_a_flood_fails_over_and_keeps_every_accepted_job(t
         assert carried_over["200"] > 0 and "queueing the job again" in stack.log("apache")
         assert first_ok - killed_at < 15
     finally:
+        stack.signal("model_server", signal.SIGCONT)
         stack.stop()
