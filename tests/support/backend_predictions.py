@@ -6,7 +6,6 @@ Usage, from the project root: KERAS_BACKEND=jax python -m tests.support.backend_
 """
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import sys
@@ -37,12 +36,11 @@ def photos(size: tuple[int, int]) -> np.ndarray:
 def tensorflow_loaded() -> bool:
     """Whether any module loaded in this process comes from TensorFlow's installed files: the
     blocked name alone says nothing, since it is set to None above and read back."""
-    try:
-        root = os.path.realpath(importlib.metadata.distribution("tensorflow").locate_file("tensorflow")) + os.sep
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return any(os.path.realpath(getattr(module, "__file__", None) or os.sep).startswith(root)
-               for module in list(sys.modules.values()) if module is not None)
+    # Found on the path, not through its distribution's name (tensorflow, tensorflow-cpu, ...).
+    roots = tuple(os.path.realpath(os.path.join(entry, "tensorflow")) + os.sep for entry in sys.path
+                  if os.path.isfile(os.path.join(entry, "tensorflow", "__init__.py")))
+    return bool(roots) and any(os.path.realpath(getattr(module, "__file__", None) or os.sep).startswith(roots)
+                               for module in list(sys.modules.values()) if module is not None)
 
 
 def main() -> None:

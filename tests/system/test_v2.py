@@ -102,6 +102,9 @@ def test_model_readiness(client):
 def test_load_and_unload_are_refused_with_an_explanation(client):
     error = error_of(lambda: client.load_model("tiny"))
     assert error.status() == "400" and "model server" in error.message()
+    error = error_of(lambda: client.unload_model("tiny"))
+    assert error.status() == "400" and "model server" in error.message()
+    assert client.is_model_ready("tiny")  # and nothing was unloaded
 
 
 # --- inference ---------------------------------------------------------------------------------------
