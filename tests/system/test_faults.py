@@ -55,9 +55,11 @@ def report(name: str, summary: dict[str, Any], twice: int) -> dict[str, int]:
 
 
 def results_left(stack: Stack) -> int:
-    """Answers nobody collected: after a flood whose clients all got answers, each is a second
-    answer to a request that was already answered. Each answer is an element of its request's
-    result list (RPUSH), so the lists' lengths count them, however close the two came."""
+    """Answers nobody collected: after a flood whose clients all got their 200 (or were refused
+    before anything was queued), each is a second answer to a request that was already answered.
+    Each answer is an element of its request's result list (RPUSH), so the lists' lengths count
+    them, however close the two came. A request that timed out also leaves its late answer here,
+    so the tests assert on this figure only after asserting that no request did."""
     queue = stack.queue()
     return sum(queue.redis.llen(key) for key in queue.redis.scan_iter(match=queue.keys.all_results, count=1000))
 
@@ -116,8 +118,8 @@ def test_sigkill_mid_flood_loses_nothing(tmp_path, slow_model_files, slow_images
         twice = results_left(stack)
         figures = report("sigkill", summary, twice)
         assert stack.model_server.wait(5) == -signal.SIGKILL
-        assert figures["lost"] == 0 and figures["twice"] == 0
         assert figures["ok"] == figures["sent"], summary["failure_examples"]
+        assert figures["lost"] == 0 and figures["twice"] == 0
         # The killed server had a batch in hand: the survivor answered it.
         assert "abandoned jobs" in stack.log("model_server1")
     finally:
@@ -226,11 +228,13 @@ def test_apache_graceful_restart_under_load_drops_nothing(tmp_path, slow_model_f
         # SIGUSR1 to Apache's parent is `apachectl graceful` (what `service apache2 reload` sends).
         summary = flood_while(stack, slow_images, lambda: stack.processes["apache"].send_signal(signal.SIGUSR1))
         figures = report("apache graceful restart", summary, results_left(stack))
-        assert figures["lost"] == 0 and figures["twice"] == 0
+        assert figures["lost"] == 0
         # A request that reaches Apache in the instant mod_wsgi re-creates its daemon socket is
         # refused by mod_wsgi (ENOENT is not retried) with a 503, JSON with our error document;
-        # seen for about 1 request in 450. Anything else is a failure.
+        # seen for about 1 request in 450. Anything else is a failure. Such a request was never
+        # queued, so it leaves no answer behind: every answer left is a second one.
         assert set(summary["failures"]) <= {"503"} and figures["error"] <= 2, summary["failure_examples"]
+        assert figures["twice"] == 0
         assert "resuming normal operations" in stack.log("apache").split("SIGUSR1")[-1]
     finally:
         stack.stop()
