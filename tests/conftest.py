@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -10,14 +9,19 @@ import pytest
 import redis
 
 from keras_rest_api import settings
+from keras_rest_api.queue import redis_users
 from tests.support.harness import RedisServer
 
 pytest_plugins = ["tests.support.web_fixtures"]
 
+# The key prefix of the in-process tests: the tiers' ACL users (keras_rest_api/queue/redis_users.py)
+# may touch only keys under the prefix they were made for. Each test starts on an emptied database.
+TEST_PREFIX = "test"
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp_path_factory.mktemp("redis"), prefix=TEST_PREFIX, queue_name=settings.QUEUE_NAME)
     server.start()
     yield server
     server.stop()
@@ -32,17 +36,24 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture()
-def config(redis_server: RedisServer) -> dict[str, Any]:
-    """The settings, pointed at the test Redis under a key prefix of this test's own."""
+def config(redis_server: RedisServer, redis_client: redis.Redis) -> dict[str, Any]:
+    """The web tier's settings, pointed at the test Redis (emptied by `redis_client`) as the web
+    tier's own ACL user, so a command that user is denied fails here as it would in production.
+    The model server's: `model_server_config`. The tests inspect Redis through `redis_client`."""
     values = settings.load()
     values.update(
-        # As the admin user (every key: tests use their own prefixes), credentials from its file.
-        **redis_server.settings_for("admin"),
-        KEY_PREFIX=f"test-{uuid.uuid4().hex[:8]}",
+        **redis_server.settings_for(redis_users.WEB),
+        KEY_PREFIX=TEST_PREFIX,
         REQUEST_TIMEOUT=10.0,
         TESTING=True,
     )
     return values
+
+
+@pytest.fixture()
+def model_server_config(config: dict[str, Any], redis_server: RedisServer) -> dict[str, Any]:
+    """`config` as the model server's ACL user."""
+    return {**config, **redis_server.settings_for(redis_users.MODEL_SERVER)}
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import redis
 
 from keras_rest_api import models, settings
+from keras_rest_api.models.backends import backend as keras_backend
 from keras_rest_api.model_server.server import BACKOFF_FIRST, BACKOFF_MAX, ModelServer
 from keras_rest_api.model_server.versions import NoModelLoaded, RepositorySource
 from keras_rest_api.queue.jobs import queue_from_settings
@@ -32,8 +33,12 @@ log = logging.getLogger("model_server")
 
 
 def describe_device() -> str:
-    """Where Keras runs the model: a GPU when the backend sees one, else the CPU."""
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    """Where Keras runs the model: a GPU when the backend sees one, else the CPU.
+
+    Prefixed with the backend Keras itself reports (not KERAS_BACKEND, which Keras may not have
+    honoured), so the heartbeat says which backend really runs.
+    """
+    backend = keras_backend()
     try:
         if backend == "tensorflow":
             import tensorflow as tf

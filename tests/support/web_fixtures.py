@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from keras_rest_api.model_server import ModelServer
 from keras_rest_api.model_server.versions import contract_of
+from keras_rest_api.queue import redis_users
 from keras_rest_api.queue.jobs import JobQueue, queue_from_settings
 from keras_rest_api.queue.records import Heartbeat, ServedModel
 from keras_rest_api.web.app import create_app
@@ -42,9 +43,16 @@ def make_queue(config: dict[str, Any]) -> JobQueue:
 
 
 @pytest.fixture()
-def model_server(web_config, tiny_model, redis_client) -> Iterator[ModelServer]:
-    """A real ModelServer serving the tiny model with its production run loop, from a thread."""
-    server = ModelServer(make_queue(web_config), tiny_model, web_config)
+def model_server_web_config(web_config, redis_server) -> dict[str, Any]:
+    """`web_config` as the model server's own ACL user."""
+    return {**web_config, **redis_server.settings_for(redis_users.MODEL_SERVER)}
+
+
+@pytest.fixture()
+def model_server(model_server_web_config, tiny_model, redis_client) -> Iterator[ModelServer]:
+    """A real ModelServer serving the tiny model with its production run loop, from a thread,
+    connected as the model server's ACL user."""
+    server = ModelServer(make_queue(model_server_web_config), tiny_model, model_server_web_config)
     server.warm_up()
     server.announce()  # visible to the web tier before the first request
     errors: list[BaseException] = []
@@ -65,9 +73,10 @@ def model_server(web_config, tiny_model, redis_client) -> Iterator[ModelServer]:
 
 
 @pytest.fixture()
-def heartbeat_only(web_config, tiny_model, redis_client) -> JobQueue:
-    """A model server's heartbeat in Redis, but nobody consuming the queue."""
-    queue = make_queue(web_config).for_model(tiny_model.name, "1")
+def heartbeat_only(model_server_web_config, tiny_model, redis_client) -> JobQueue:
+    """A model server's heartbeat in Redis (written as the model server's ACL user), but nobody
+    consuming the queue."""
+    queue = make_queue(model_server_web_config).for_model(tiny_model.name, "1")
     queue.ensure_group()
     queue.heartbeat(heartbeat_of(tiny_model), ttl=30)
     return queue

@@ -24,6 +24,8 @@ from tests.support.harness import PROJECT
 BACKENDS = ("tensorflow", "jax", "torch")
 TOLERANCE = 1e-4
 PACKAGE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+# The top-level module of the tensor type a backend keeps a model's weights in.
+WEIGHT_MODULES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 
 pytestmark = pytest.mark.backends
 
@@ -73,9 +75,22 @@ def test_a_backend_predicts_what_tensorflow_predicts(predictions: dict[str, Any]
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_jax_and_torch_run_without_tensorflow(predictions: dict[str, Any], backend: str) -> None:
-    assert predictions[backend]["backend"] == backend
-    assert predictions[backend]["tensorflow_imported"] is False
-    assert predictions[backend]["device"].startswith(f"{backend}:")
+    # Each figure comes from inside the process: keras.backend.backend(), the model server's
+    # describe_device (the heartbeat's device), the type of the loaded weights, sys.modules.
+    ran = predictions[backend]
+    assert ran["backend"] == backend, ran["backend"]
+    assert ran["device"].startswith(f"{backend}:") and not ran["device"].endswith(":unknown"), ran["device"]
+    for model in ("tiny", "efficientnet_lite0"):
+        assert ran[f"{model}_weights"].split(".")[0] in WEIGHT_MODULES[backend], ran[f"{model}_weights"]
+    assert ran["tensorflow_imported"] is False
+
+
+def test_tensorflow_runs_on_tensorflow(predictions: dict[str, Any]) -> None:
+    # The control: the same figures do see TensorFlow where it runs.
+    ran = predictions["tensorflow"]
+    assert ran["backend"] == "tensorflow" and ran["device"].startswith("tensorflow:")
+    assert ran["tensorflow_imported"] is True
+    assert ran["tiny_weights"].split(".")[0] in WEIGHT_MODULES["tensorflow"], ran["tiny_weights"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

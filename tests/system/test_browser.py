@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -237,7 +237,24 @@ def test_with_api_keys_the_page_asks_for_the_key_and_keeps_it_in_the_tab_only(ke
     assert not browser.find_element(By.ID, "key-form").is_displayed()
 
 
+def execute_get_models(browser) -> tuple[str, Any, Any]:
+    """Try out GET /models in Swagger UI: (the status shown, the operation, its status cell)."""
+    operation = browser.find_element(By.ID, "operations-default-get_models")
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    wait(browser, lambda b: operation.find_elements(By.CSS_SELECTOR, ".try-out__btn"))[0].click()
+    wait(browser, lambda b: operation.find_elements(By.CSS_SELECTOR, ".execute"))[0].click()
+    status = wait(browser, lambda b: operation.find_elements(By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status"))
+    # The cell holds the code, then "Undocumented" for a status the API description does not list.
+    return status[0].text.split()[0], operation, status[0]
+
+
 def test_swagger_ui_authorizes_with_an_api_key(keyed_stack, browser):
+    # The control: without authorizing, the same call is refused, so the 200 below is the key's doing.
+    browser.get(keyed_stack.url + "/docs")
+    wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")) > 10)
+    unauthorized, operation, _ = execute_get_models(browser)
+    assert unauthorized == "401", operation.text
+
     browser.get(keyed_stack.url + "/docs")
     wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")) > 10)
     browser.find_element(By.CSS_SELECTOR, ".auth-wrapper .authorize").click()
@@ -246,14 +263,10 @@ def test_swagger_ui_authorizes_with_an_api_key(keyed_stack, browser):
     browser.find_element(By.CSS_SELECTOR, ".auth-btn-wrapper .authorize").click()
     browser.find_element(By.CSS_SELECTOR, ".auth-btn-wrapper .btn-done").click()
 
-    operation = browser.find_element(By.ID, "operations-default-get_models")
-    operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
-    wait(browser, lambda b: operation.find_elements(By.CSS_SELECTOR, ".try-out__btn"))[0].click()
-    wait(browser, lambda b: operation.find_elements(By.CSS_SELECTOR, ".execute"))[0].click()
-    status = wait(browser, lambda b: operation.find_elements(By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status"))
-    assert status[0].text.strip() == "200", operation.text
+    status, operation, cell = execute_get_models(browser)
+    assert status == "200", operation.text
     assert "tiny" in operation.find_element(By.CSS_SELECTOR, ".live-responses-table tbody .microlight").text
-    browser.execute_script("arguments[0].scrollIntoView()", status[0])
+    browser.execute_script("arguments[0].scrollIntoView()", cell)
     screenshot(browser, "docs-authorized.png")
 
 

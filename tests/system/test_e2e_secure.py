@@ -105,7 +105,9 @@ def test_the_key_name_is_counted_and_no_secret_shows_anywhere(stack):
     assert 'kras_http_requests_by_client_total{client="tester"}' in metrics
     passwords = [stack.redis.prepared.password(role) for role in redis_users.ROLES]
     secrets = [*passwords, KEY, OTHER_KEY]
+    # Whole logs: each process's output (Apache logs to it) and any log file under Apache's server root.
     logs = "".join(stack.log(name) for name in stack.processes)
+    logs += "".join(path.read_text(errors="replace") for path in stack.server_root.rglob("*log*") if path.is_file())
     assert "client=tester" in logs  # the access log names the key
     assert not [s for s in secrets if s in logs or s in metrics]
     # Nor on any process's command line (what `ps` shows every user).

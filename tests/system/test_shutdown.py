@@ -3,7 +3,8 @@
 run.sh is started for real (its own Redis on a free port, the model server, Apache through
 mod_wsgi-express), flooded by concurrent clients, and sent SIGINT (Ctrl-C) or SIGTERM while
 requests are in flight. A request the service never accepted (connection refused once Apache
-stopped listening, or reset while it sat unread in the listen backlog) is fine; any other
+stopped listening, or reset while it sat unread in the listen backlog: after the signal, with
+nothing listening any more) is fine; any other
 outcome than a complete, correct 200 is a request lost at shutdown.
 """
 from __future__ import annotations
@@ -21,13 +22,11 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 
-from keras_rest_api.imaging.decode import decode_image
 from tests.support.harness import PROJECT, free_port, wait_until
-from tests.support.web_checks import png_bytes
+from tests.support import checked_flood
 
 pytestmark = pytest.mark.faults
 
@@ -61,6 +60,15 @@ def classify(port: int, body: bytes, content_type: str) -> tuple[str, object]:
         connection.close()
 
 
+def listening(port: int) -> bool:
+    """Whether something still accepts connections on `port`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def kill_processes_with(variable: str) -> list[int]:
     """SIGKILL every process whose environment holds `variable` (NAME=value); their pids."""
     needle = variable.encode()
@@ -87,8 +95,6 @@ def multipart(image: bytes) -> tuple[bytes, str]:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_run_sh_answers_every_accepted_request_when_stopped_mid_flood(signum, slow_model_files, tmp_path):
-    from keras_rest_api.models import load_model
-
     port, redis_port = free_port(), free_port()
     server_root = Path(tempfile.mkdtemp(prefix="kras-shutdown-"))
     os.chmod(server_root, 0o755)  # Apache's daemons (www-data when run as root) reach their socket here
@@ -115,16 +121,16 @@ def test_run_sh_answers_every_accepted_request_when_stopped_mid_flood(signum, sl
 
         wait_until(ready, 180, f"run.sh to be ready (log {log_path})")
 
-        model = load_model(slow_model_files)
-        images = [png_bytes(seed, size=(60 + 7 * seed, 50 + 5 * seed)) for seed in range(8)]
-        pixels = np.stack([decode_image(data, model.input_size, 10**8) for data in images])
-        expected = [{label: float(p) for label, p in zip(model.labels, row)} for row in model.predict(pixels)]
+        # Noise images came within 2e-5 of each other under this model: a swap would pass.
+        images = checked_flood.distinct_images(8)
+        expected = checked_flood.expected_answers(slow_model_files, images)
         bodies = [multipart(image) for image in images]
 
         outcomes: list[tuple[str, float, float]] = []  # (outcome, started, finished)
         wrong: list[str] = []
         lock = threading.Lock()
         stop_sending = threading.Event()
+        signalled_at: list[float] = []
 
         def client(n: int) -> None:
             i = n
@@ -132,6 +138,10 @@ def test_run_sh_answers_every_accepted_request_when_stopped_mid_flood(signum, sl
                 started = time.monotonic()
                 outcome, body = classify(port, *bodies[i % len(bodies)])
                 finished = time.monotonic()
+                if outcome == "reset" and (not signalled_at or listening(port)):
+                    # Only a listener that has closed drops connections from its backlog: a reset
+                    # before the stop, or while Apache still listens, is a request it dropped.
+                    outcome = "reset while Apache listened"
                 if outcome == "ok":
                     got = {p["label"]: p["probability"] for p in body["predictions"]}
                     if got != pytest.approx(expected[i % len(bodies)], abs=1e-4):
@@ -148,6 +158,7 @@ def test_run_sh_answers_every_accepted_request_when_stopped_mid_flood(signum, sl
         # Interrupt once the flood is well under way, with batches queued and in flight.
         wait_until(lambda: sum(o == "ok" for o, _, _ in outcomes) >= 3 * CLIENTS, 120, "the flood to get going")
         signalled = time.monotonic()
+        signalled_at.append(signalled)
         run.send_signal(signum)
         code = run.wait(120)
         stop_sending.set()

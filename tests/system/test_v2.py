@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import struct
+import threading
 import time
 
 import numpy as np
@@ -102,6 +104,9 @@ def test_model_readiness(client):
 def test_load_and_unload_are_refused_with_an_explanation(client):
     error = error_of(lambda: client.load_model("tiny"))
     assert error.status() == "400" and "model server" in error.message()
+    error = error_of(lambda: client.unload_model("tiny"))
+    assert error.status() == "400" and "model server" in error.message()
+    assert client.is_model_ready("tiny")  # and nothing was unloaded
 
 
 # --- inference ---------------------------------------------------------------------------------------
@@ -148,18 +153,47 @@ def test_fp32_pixels_are_rounded_to_the_queues_uint8(client, tiny_model):
     np.testing.assert_allclose(result.as_numpy("probabilities"), tiny_model.predict(pixels), atol=1e-6)
 
 
-def test_every_image_of_a_batch_is_a_job_on_the_same_queue(client, stack):
-    def batched_images() -> float:
-        # The model servers publish their figures with each heartbeat (HEARTBEAT_INTERVAL).
-        text = requests.get(f"{stack.url}/metrics", timeout=5).text
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("kras_batch_size_sum"))
+REPOSITORY_CONFIG = """{
+  "input": {"height": 32, "width": 32},
+  "preprocessing": {"resize": "squash", "interpolation": "bilinear", "normalization": "unit"},
+  "labels": "labels.txt",
+  "batching": {"max_batch_size": 4, "max_wait_ms": 10}
+}
+"""
 
-    time.sleep(2.5)  # let the last heartbeat carry every earlier batch
-    before = batched_images()
-    client.infer("tiny", [files_input([png_bytes(seed) for seed in range(6)])])
-    wait_until(lambda: batched_images() >= before + 6, 10, "the batch's images in the model server's figures")
-    time.sleep(2.5)
-    assert batched_images() == before + 6
+
+def test_every_image_of_a_batch_is_a_job_on_its_models_queue(tmp_path, tiny_model_files):
+    # Two models served, so "the same queue" is a choice: every image of a request to `other`
+    # must be queued for `other`, none for `tiny`, and be answered from there.
+    root = tmp_path / "repository"
+    for name in ("tiny", "other"):
+        (root / name / "1").mkdir(parents=True)
+        shutil.copy(tiny_model_files["MODEL"], root / name / "1" / "model.keras")
+        shutil.copy(tiny_model_files["MODEL_LABELS"], root / name / "labels.txt")
+        (root / name / "config.json").write_text(REPOSITORY_CONFIG)
+    stack = Stack(tmp_path, {"MODEL_REPOSITORY": str(root), "MODEL": "tiny,other", "DEFAULT_MODEL": "tiny",
+                             "KEY_PREFIX": "v2-queues", "QUEUE_BLOCK_MS": 200, "REQUEST_TIMEOUT": 30,
+                             "WSGI_PROCESSES": 1, "WSGI_THREADS": 4})
+    try:
+        stack.start()
+        queues = {name: stack.queue().for_model(name, "1") for name in ("tiny", "other")}
+        files = [png_bytes(seed) for seed in range(6)]
+        answers: list = []
+        client = httpclient.InferenceServerClient(stack.url.removeprefix("http://"), network_timeout=60)
+        sender = threading.Thread(target=lambda: answers.append(client.infer("other", [files_input(files)])))
+        stack.signal("model_server", signal.SIGSTOP)  # the jobs stay in their queues to be looked at
+        try:
+            sender.start()
+            wait_until(lambda: queues["other"].length() == 6, 20, "the request's 6 images in other's queue")
+            assert queues["tiny"].length() == 0
+        finally:
+            stack.signal("model_server", signal.SIGCONT)
+            sender.join(60)
+            client.close()
+        [result] = answers
+        assert result.get_response()["model_name"] == "other" and result.as_numpy("probabilities").shape == (6, 5)
+    finally:
+        stack.stop()
 
 
 # --- errors --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from PIL import Image
 from keras_rest_api.errors import ImageError, ImageTooLarge
 from keras_rest_api.imaging.budget import DecodeBudget, DecodeBusy, DecodeTooLarge
 from keras_rest_api.imaging.decode import decode_cost, decode_image, open_image
+from tests.support.body_stream import MeasuredBody
 from tests.support.decode_bombs import KINDS, measure_decode
 from tests.support.hostile_inputs import encode, noise
 
@@ -151,20 +152,6 @@ def test_icons_are_refused_because_pillow_decodes_them_while_opening():
     assert caught.value.status == 400 and "not an image in a supported format" in str(caught.value)
 
 
-class TrackingStream(io.BytesIO):
-    """A request body that records whether anything read it."""
-
-    was_read = False
-
-    def read(self, *args) -> bytes:
-        self.was_read = True
-        return super().read(*args)
-
-    def readline(self, *args) -> bytes:
-        self.was_read = True
-        return super().readline(*args)
-
-
 def test_a_full_queue_is_a_503_before_the_upload_is_read_or_decoded(make_client, heartbeat_only):
     # A budget far too small for the bomb: decoding it first would answer 413, not 503.
     client = make_client(MAX_QUEUE_LENGTH=1, DECODE_MEMORY_BUDGET=4 * MIB)
@@ -172,11 +159,11 @@ def test_a_full_queue_is_a_503_before_the_upload_is_read_or_decoded(make_client,
                         content_type="multipart/form-data")
     assert first.status_code == 202, first.get_data(as_text=True)
     bomb = KINDS["webp_lossless_rgba"](PIXELS)
-    stream = TrackingStream(bomb)
+    stream = MeasuredBody(bomb)
     response = client.post("/predict", input_stream=stream, content_type="image/webp", content_length=len(bomb))
     assert response.status_code == 503, response.get_data(as_text=True)
     assert "queue is full" in response.json["error"] and response.headers["Retry-After"]
-    assert not stream.was_read, "the upload was read although the queue was full"
+    assert stream.bytes_read == 0, f"{stream.bytes_read} of {len(bomb)} bytes were read although the queue was full"
 
 
 def test_through_the_app_a_budget_refusal_is_a_json_413_or_503_with_retry_after(make_client, heartbeat_only):

@@ -325,8 +325,9 @@ def test_a_keras_file_without_a_config_is_squashed_as_before():
     assert Geometry.of(contract) == Geometry(32, 48, "squash", 0.875, "bilinear")
 
 
-def test_the_web_tier_queues_the_pixels_the_heartbeats_contract_asks_for(make_client, web_config, redis_client):
-    queue = make_queue(web_config)
+def test_the_web_tier_queues_the_pixels_the_heartbeats_contract_asks_for(make_client, model_server_web_config,
+                                                                        redis_client):
+    queue = make_queue(model_server_web_config)  # the heartbeat is the model server's
     declared = contract()
     queue.heartbeat(Heartbeat(name="geo-server", models=[ServedModel(declared, "ready")]), ttl=30)
     data = photo_bytes("china")

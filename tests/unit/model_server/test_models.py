@@ -53,11 +53,12 @@ class Serving:
 
 
 @pytest.fixture()
-def serve(web_config, redis_client) -> Iterator:
+def serve(model_server_web_config, redis_client) -> Iterator:
     running: list[Serving] = []
 
     def start(models: Any, name: str, **overrides: Any) -> ModelServer:
-        server = ModelServer(make_queue(web_config), models, {**web_config, **overrides}, name=name)
+        config = {**model_server_web_config, **overrides}
+        server = ModelServer(make_queue(config), models, config, name=name)
         if not server.models.versions:
             server.start()
         running.append(Serving(server))
@@ -131,7 +132,7 @@ class Folder:
         return Renamed(self.model, self.name, version)
 
 
-def test_a_new_version_rolls_in_under_load_with_no_failed_or_doubled_answer(make_client, serve, tiny_model):
+def test_a_new_version_rolls_in_under_load_with_no_failed_or_doubled_answer(make_client, serve, tiny_model, redis_client):
     folder = Folder(tiny_model, "cats", ["1"])
     server = serve([folder], "ms-1", REPOSITORY_POLL_SECONDS=0.1, DRAIN_GRACE_SECONDS=0.5)
     unloaded = []
@@ -166,7 +167,7 @@ def test_a_new_version_rolls_in_under_load_with_no_failed_or_doubled_answer(make
     assert [key for key in server.models.versions] == [("cats", "2")]
     # The server's published figures still count version 1's batches after it was unloaded.
     assert sum(size * count for size, count in server.batch_sizes.items()) == len(answers)
-    assert not list(server.queue.redis.scan_iter(match=server.queue.keys.all_results))  # nothing answered twice
+    assert not list(redis_client.scan_iter(match=server.queue.keys.all_results))  # nothing answered twice
 
 
 def test_a_bad_new_version_never_takes_traffic_from_the_good_one(make_client, serve, tiny_model, caplog):

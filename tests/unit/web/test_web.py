@@ -187,8 +187,9 @@ def test_no_model_server_is_a_503_with_retry_after(client, redis_client):
     assert "model server" in body["error"]
 
 
-def test_an_expired_heartbeat_does_not_count_as_a_model_server(make_client, web_config, tiny_model, redis_client):
-    queue = make_queue(web_config)
+def test_an_expired_heartbeat_does_not_count_as_a_model_server(make_client, model_server_web_config, tiny_model,
+                                                               redis_client):
+    queue = make_queue(model_server_web_config)
     queue.heartbeat(heartbeat_of(tiny_model), ttl=0.2)
     time.sleep(0.3)
     client = make_client(HEARTBEAT_TTL=0.2)
