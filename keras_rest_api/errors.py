@@ -13,7 +13,7 @@ from __future__ import annotations
 __all__ = [
     "ServiceError", "BadRequest", "ProtocolError", "ImageError", "NotFound", "ModelNotFound",
     "ImageTooLarge", "UnsupportedMediaType", "ServiceUnavailable", "NoModelServer",
-    "BadGateway", "GatewayTimeout",
+    "BadGateway", "GatewayTimeout", "InvalidInstances",
 ]
 
 
@@ -31,6 +31,11 @@ class ServiceError(Exception):
     def headers(self) -> dict[str, str]:
         return {}
 
+    @property
+    def details(self) -> dict[str, object]:
+        """More fields of the JSON answer, beside its message."""
+        return {}
+
 
 class BadRequest(ServiceError, ValueError):
     """The request is malformed or asks for something out of range: 400."""
@@ -40,6 +45,19 @@ class BadRequest(ServiceError, ValueError):
 
 class ProtocolError(BadRequest):
     """An Open Inference Protocol request this service cannot answer (400 unless given)."""
+
+
+class InvalidInstances(BadRequest):
+    """Instances for a features model with fields that do not fit its contract: 400, every
+    problem listed (`errors`: instance, field, problem, message), so one answer fixes them all."""
+
+    def __init__(self, message: str, errors: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"errors": self.errors}
 
 
 class ImageError(BadRequest):

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from keras_rest_api.queue.jobs import Claimed
-from keras_rest_api.queue.records import InferenceFigures, ModelContract, Prediction, Result, feature_row_problem
+from keras_rest_api.queue.records import (InferenceFigures, ModelContract, NamedValue, Prediction, Result,
+                                          feature_row_problem)
 
 log = logging.getLogger("model_server.inference")
 
@@ -139,7 +140,8 @@ class BatchRunner:
             return Result.failure(f"The model answered a value that is not finite for this input (model "
                                   f"{self.contract.name} version {self.contract.version}).", 500)
         if kind == "regression":
-            return Result.ok([], timing, probabilities=row if job.full_output else None, values=row,
+            values = [NamedValue(o.name, float(v), o.unit) for o, v in zip(self.contract.outputs, row)]
+            return Result.ok([], timing, probabilities=row if job.full_output else None, values=values,
                              model=self.contract.name, version=self.contract.version)
         if kind == "probability":
             predictions = [Prediction(self.contract.positive_label, float(row[0]), 0 if job.full_output else None)]

@@ -264,16 +264,16 @@ class Result:
     # Which model and version answered: every answer is labelled with the version that produced it.
     model: str = ""
     version: str = ""
-    # A regression model's outputs, in its contract's `outputs` order (features models only).
-    values: list[float] | None = None
+    # A regression model's answer: its contract's outputs, each named with its value and unit.
+    values: list[NamedValue] | None = None
 
     @classmethod
     def ok(cls, predictions: Sequence[Prediction], timing: Mapping[str, float],
            probabilities: Sequence[float] | None = None, model: str = "", version: str = "",
-           values: Sequence[float] | None = None) -> "Result":
+           values: Sequence[NamedValue] | None = None) -> "Result":
         return cls(True, list(predictions), timing=dict(timing),
                    probabilities=None if probabilities is None else [float(p) for p in probabilities],
-                   model=model, version=version, values=None if values is None else [float(v) for v in values])
+                   model=model, version=version, values=None if values is None else list(values))
 
     @classmethod
     def failure(cls, message: str, status: int, timing: Mapping[str, float] | None = None) -> "Result":
@@ -290,7 +290,7 @@ class Result:
             if self.model:
                 body["model"], body["version"] = self.model, self.version
             if self.values is not None:
-                body["values"] = self.values
+                body["values"] = [v.as_json() for v in self.values]
         else:
             body.update(error=self.error, status=self.status)
         return json.dumps(body, separators=(",", ":")).encode()
@@ -320,20 +320,46 @@ class Result:
         _check(version == "" or is_valid_version(version), "version is not a valid version")
         values = body.get("values")
         if values is not None:
-            _check(isinstance(values, list) and len(values) <= MAX_CLASSES
-                   and all(_is_finite_number(v) for v in values), "values not a list of finite numbers")
-            values = [float(v) for v in values]
+            _check(isinstance(values, list) and len(values) <= MAX_CLASSES, "values is not a list")
+            values = [_named_value(item) for item in values]
         return cls(True, predictions, timing=timing, probabilities=probabilities, model=model, version=version,
                    values=values)
+
+    def answer_json(self) -> list[dict[str, Any]]:
+        """This answer's predictions as a response lists them: labelled scores, or named values."""
+        if self.values is not None:
+            return [v.as_json() for v in self.values]
+        return [p.as_json() for p in self.predictions]
 
     def as_response(self) -> dict[str, Any]:
         """The tutorial's JSON body for this result, labelled with the model version that produced it."""
         if self.success:
-            body: dict[str, Any] = {"success": True, "predictions": [p.as_json() for p in self.predictions]}
+            body: dict[str, Any] = {"success": True, "predictions": self.answer_json()}
             if self.model:
                 body.update(model=self.model, version=self.version)
             return body
         return {"success": False, "error": self.error}
+
+
+@dataclass(frozen=True)
+class NamedValue:
+    """One output of a regression model: its name, value and unit."""
+
+    name: str
+    value: float
+    unit: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "unit": self.unit}
+
+
+def _named_value(item: Any) -> NamedValue:
+    _check(isinstance(item, dict), "a value is not an object")
+    name, value, unit = item.get("name"), item.get("value"), item.get("unit", "")
+    _check(isinstance(name, str) and len(name) <= MAX_TEXT, "a value's name is not a short string")
+    _check(_is_finite_number(value), "a value is not a finite number")
+    _check(isinstance(unit, str) and len(unit) <= MAX_TEXT, "a value's unit is not a short string")
+    return NamedValue(name, float(value), unit)
 
 
 def _prediction(item: Any) -> Prediction:
