@@ -70,7 +70,23 @@ class PredictEndpoints:
 
     def openapi_document(self) -> Response:
         config = self.settings
-        return jsonify(build_spec(config["MAX_TOP_K"], config["DEFAULT_TOP_K"], config["MAX_UPLOAD_BYTES"]))
+        features, default = self._features_models()
+        return jsonify(build_spec(config["MAX_TOP_K"], config["DEFAULT_TOP_K"], config["MAX_UPLOAD_BYTES"],
+                                  features, default, config["MAX_INSTANCES"]))
+
+    def _features_models(self) -> tuple[list[ModelContract], str | None]:
+        """The newest version of each served features model, and the default model's name (for the
+        document; without Redis or model servers, the document describes the image routes alone)."""
+        try:
+            table = self.plane.served.models()
+            default = self.plane.served.default_name(table) if table else None
+        except redis.RedisError:
+            return [], None
+        except ServiceError:
+            default = None
+        newest = [max(versions.values(), key=lambda view: int(view.contract.version)).contract
+                  for _, versions in sorted(table.items())]
+        return [c for c in newest if c.takes_features], default
 
     def metrics_endpoint(self) -> Response:
         body = self.metrics.render(self.plane.queue, self.settings["HEARTBEAT_TTL"])

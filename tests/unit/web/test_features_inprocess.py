@@ -160,3 +160,16 @@ def test_v2_metadata_describes_the_features(client, features_server):
     assert [i["name"] for i in body["inputs"]] == ["features", "age", "income", "region", "plan"]
     assert body["inputs"][0]["shape"] == [-1, 4] and body["inputs"][3]["datatype"] == "BYTES"
     assert body["outputs"] == [{"name": "probability", "datatype": "FP32", "shape": [-1, 1]}]
+
+
+def test_the_openapi_document_holds_each_features_models_request_schema(client, features_server):
+    spec = client.get("/openapi.json").get_json()
+    operation = spec["paths"]["/models/churn/predict"]["post"]
+    single, batch = operation["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert list(single["properties"]) == ["age", "income", "region", "plan"]
+    assert single["required"] == ["age", "region", "plan"]
+    assert single["properties"]["plan"]["enum"] == ["basic", "gold"]
+    assert single["properties"]["age"]["minimum"] == 0 and single["properties"]["age"]["maximum"] == 120
+    assert batch["properties"]["instances"]["items"] == single
+    # The default model takes features: /predict documents the same body.
+    assert spec["paths"]["/predict"]["post"] == operation
