@@ -121,7 +121,7 @@ def train(name: str, epochs: int) -> tuple[Any, dict[str, Any], dict[str, float]
     train_x, test_x, train_y, test_y = split(x, y, stratify=classifier)
     config = (build_breast_cancer if classifier else build_diabetes)(train_x, names)
     inputs = keras.Input(shape=(encode(config, train_x[:1]).shape[1],))
-    hidden = keras.layers.Dense(16 if classifier else 32, activation="relu")(inputs)
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
     if classifier:
         outputs = keras.layers.Dense(1, activation="sigmoid")(hidden)
         loss = "binary_crossentropy"
@@ -131,7 +131,7 @@ def train(name: str, epochs: int) -> tuple[Any, dict[str, Any], dict[str, float]
         outputs = keras.layers.Rescaling(scale=float(train_y.std()), offset=float(train_y.mean()))(scaled)
         loss = "mse"
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss)
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss=loss)
     started = time.perf_counter()
     model.fit(encode(config, train_x), train_y, epochs=epochs, batch_size=32, verbose=0)
     seconds = time.perf_counter() - started
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("example", choices=EXAMPLES)
     parser.add_argument("repository", help="the model repository to write the model folder into")
     parser.add_argument("--version", default="1", help="the version folder to write (default 1)")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=100)
     args = parser.parse_args(argv)
     if not args.version.isdigit():
         parser.error("--version must be a number (a version folder's name)")

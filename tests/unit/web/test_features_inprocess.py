@@ -12,32 +12,16 @@ import pytest
 
 from keras_rest_api.model_server import ModelServer
 from keras_rest_api.models import open_repository
+from tests.support.features_model import churn_row, write_churn_model
 from tests.support.web_fixtures import make_queue
 
-CONFIG = {
-    "input": {"kind": "features", "features": [
-        {"name": "age", "mean": 40, "std": 10, "range": [0, 120], "unit": "years"},
-        {"name": "income", "min": 0, "max": 1000, "range": [0, None], "default": 500},
-        {"name": "region", "type": "categorical", "vocabulary": ["north", "south"], "unknown": "bucket"},
-        {"name": "plan", "type": "categorical", "vocabulary": ["basic", "gold"]},
-    ]},
-    "output": {"kind": "probability", "positive_label": "churn"},
-    "batching": {"max_batch_size": 64, "max_wait_ms": 0},
-}
 GOOD = {"age": 50, "income": 200, "region": "south", "plan": "gold"}
 
 
 @pytest.fixture(scope="module")
 def churn_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import keras
-
     root = tmp_path_factory.mktemp("repository")
-    (root / "churn" / "1").mkdir(parents=True)
-    (root / "churn" / "config.json").write_text(json.dumps(CONFIG))
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input(shape=(7,))  # age, income, region (2 + bucket), plan (2)
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
-    model.save(root / "churn" / "1" / "model.keras")
+    write_churn_model(root)
     return root
 
 
@@ -59,10 +43,7 @@ def features_server(web_config, churn, redis_client) -> Iterator[ModelServer]:
 
 
 def expected_probability(churn, instance: dict[str, Any]) -> float:
-    region = ["north", "south"].index(instance["region"]) if instance["region"] in ("north", "south") else 2
-    row = np.array([[instance["age"], instance.get("income", 500), region, ["basic", "gold"].index(instance["plan"])]],
-                   dtype=np.float64)
-    return float(churn.predict(row)[0, 0])
+    return float(churn.predict(churn_row(instance))[0, 0])
 
 
 def test_one_object_is_answered_with_the_probability_of_the_positive_class(client, features_server, churn):
