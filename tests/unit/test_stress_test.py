@@ -44,6 +44,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/predict":
             self._reply(404, b'{"success": false, "error": "not found"}')
             return
+        if self.headers.get("Content-Type") == "application/json":  # a features model's instance
+            with srv.lock:
+                srv.bodies.append(json.loads(payload))
+            self._reply(200, GOOD_BODY)
+            return
         if b'name="image"' not in payload:
             self._reply(400, b'{"success": false, "error": "no image field"}')
             return
@@ -68,6 +73,7 @@ class _Server(ThreadingHTTPServer):
         self.count = 0
         self.mode = "ok"
         self.delay = 0.0
+        self.bodies: list[object] = []
 
     @property
     def url(self) -> str:
@@ -293,3 +299,19 @@ def test_main_rejects_mixed_modes(image):
     with pytest.raises(SystemExit) as exc:
         stress.main(["--image", str(image), "--concurrency", "2", "--requests", "5"])
     assert exc.value.code == 2
+
+
+def test_a_json_body_floods_a_features_model_with_that_json(server, tmp_path, capsys):
+    instance = {"age": 48, "sex": "2", "bmi": 27.5}
+    body = tmp_path / "patient.json"
+    body.write_text(json.dumps(instance))
+    assert stress.main([server.url, "--body", str(body), "--requests", "5", "--interval", "0", "--quiet"]) == 0
+    assert server.bodies == [instance] * 5
+    assert "5" in capsys.readouterr().out
+
+
+def test_a_body_that_is_not_json_is_refused_before_sending(server, tmp_path, capsys):
+    body = tmp_path / "patient.json"
+    body.write_text("{age: 48")
+    assert stress.main([server.url, "--body", str(body), "--requests", "1", "--quiet"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err and server.count == 0
