@@ -287,8 +287,9 @@ def _check_features_request(contract: ModelContract) -> None:
     """415 for a JSON body to an image model, or an upload to a features model, saying what to send."""
     where = f"Model {contract.name!r} (version {contract.version})"
     if not contract.takes_features:
-        raise UnsupportedMediaType(f"{where} classifies images, not JSON: send the image as multipart/form-data "
-                                   "(curl -F image=@dog.jpg) or a raw image/* body.")
+        raise UnsupportedMediaType(f"{where} classifies images: a body of type 'application/json' is for features "
+                                   "models. Send the image as multipart/form-data (curl -F image=@dog.jpg), or "
+                                   "the raw image bytes with Content-Type image/* or application/octet-stream.")
     if request.mimetype != "application/json":
         example = json.dumps(example_instance(contract))
         raise UnsupportedMediaType(
