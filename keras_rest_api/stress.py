@@ -243,12 +243,21 @@ def _send_one(session: requests.Session, url: str, image: bytes, filename: str,
         body = response.json()
     except ValueError:
         body = None
-    good = (isinstance(body, dict) and body.get("success") is True
-            and isinstance(body.get("predictions"), list) and len(body["predictions"]) > 0)
+    if content_type == JSON_BODY and isinstance(body, list) and body:
+        # A batch API's answer to a JSON body (BentoML's, one answer per instance sent): each must be good.
+        good = all(_is_good_answer(item) for item in body)
+    else:
+        good = _is_good_answer(body)
     if good:
         result.record_answer(True, latency_ms, phases=phases)
     else:
         result.record_answer(False, latency_ms, BAD_BODY, response.text, phases)
+
+
+def _is_good_answer(body: Any) -> bool:
+    """The service's success shape: success true and a non-empty list of predictions."""
+    return (isinstance(body, dict) and body.get("success") is True
+            and isinstance(body.get("predictions"), list) and len(body["predictions"]) > 0)
 
 
 def _load_image(image_path: str | os.PathLike[str]) -> tuple[bytes, str, str]:
