@@ -46,7 +46,8 @@ from typing import Any, Mapping, Sequence
 from keras_rest_api.models.base import ModelLoadError
 from keras_rest_api.models.precision import PRECISIONS
 from keras_rest_api.models.preprocessing import DEFAULT_CHANNEL_ORDER, check_channel_order
-from keras_rest_api.queue.records import (CHANNEL_ORDERS, INTERPOLATIONS, MAX_BATCH_SIZE, MAX_FEATURES, MAX_NAME,
+from keras_rest_api.queue.records import (CHANNEL_ORDERS, INTERPOLATIONS, MAX_BATCH_SIZE, MAX_FEATURES,
+                                          MAX_HEARTBEAT_BYTES, MAX_NAME,
                                           MAX_SIDE, MAX_VOCABULARY, NORMALIZATIONS, RESIZE_POLICIES, FeatureSpec,
                                           ModelContract, OutputSpec, RecordError, is_valid_feature_name,
                                           is_valid_model_name, is_valid_version)
@@ -70,6 +71,11 @@ _CATEGORICAL = {"name", "type", "vocabulary", "unknown", "default", "description
 _OUTPUT = {"kind", "positive_label", "values"}
 _PREPROCESSING = {"resize", "crop_fraction", "interpolation", "pad_value", "normalization", "mean", "std"}
 _BATCHING = {"max_batch_size", "max_wait_ms"}
+
+# A features model's contract travels in every heartbeat of its servers (at most
+# MAX_HEARTBEAT_BYTES, which may list several models): one contract may take a quarter.
+MAX_CONTRACT_BYTES = MAX_HEARTBEAT_BYTES // 4
+
 
 class ModelConfigError(ModelLoadError):
     """A model folder, its config.json, a version folder or a labels file is wrong; says how to fix."""
@@ -140,7 +146,7 @@ class ModelConfig:
     def contract(self, version: str, input_size: tuple[int, int], classes: int) -> ModelContract:
         """The contract of `version` of this model, as the web tier and the model server use it."""
         try:
-            return ModelContract(
+            contract = ModelContract(
                 name=self.name, version=version, input_height=input_size[0], input_width=input_size[1],
                 classes=classes, resize=self.resize, crop_fraction=self.crop_fraction,
                 interpolation=self.interpolation, pad_value=self.pad_value, channel_order=self.channel_order,
@@ -151,6 +157,14 @@ class ModelConfig:
             )
         except RecordError as exc:
             raise ModelConfigError(f"{self.config_file}: {exc}. Fix that field.") from None
+        if self.takes_features:
+            size = len(json.dumps(contract.as_json()))
+            if size > MAX_CONTRACT_BYTES:
+                raise ModelConfigError(
+                    f"{self.config_file}: the contract is {size} bytes of JSON; a model server publishes every "
+                    f"contract in its heartbeat, which holds at most {MAX_CONTRACT_BYTES} per model. Use fewer "
+                    "features or shorter vocabularies (a large vocabulary: hash it into buckets in the model).")
+        return contract
 
 
 

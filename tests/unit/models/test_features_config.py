@@ -82,3 +82,13 @@ def test_a_saved_model_of_another_input_width_is_refused_naming_the_width(tmp_pa
     with pytest.raises(ModelConfigError) as refused:
         load_version(config, "1", SETTINGS)
     assert "encode to 5 columns" in str(refused.value) and "keras.Input(shape=(5,))" in str(refused.value)
+
+
+def test_a_contract_too_large_for_a_heartbeat_is_refused_at_load(tmp_path):
+    body = json.loads(json.dumps(GOOD))
+    for name in ("city", "street"):
+        body["input"]["features"].append({"name": name, "type": "categorical",
+                                          "vocabulary": [f"{name}-{n:04d}-" + "x" * 30 for n in range(1000)]})
+    with pytest.raises(ModelConfigError) as refused:
+        parse(tmp_path, body).contract("1", (1, 1), 1)
+    assert "heartbeat" in str(refused.value) and "fewer features or shorter vocabularies" in str(refused.value)
