@@ -9,10 +9,14 @@ and now and then asks ``/ready``. A 200 whose JSON body is not ``{"success": tru
 
 Settings from the environment: ``LOCUST_IMAGE`` (default ``dog.jpg``) is the file to post;
 ``LOCUST_TOP_K`` (optional) is sent as the ``top_k`` form field; ``API_KEY`` (optional, for a
-service with API keys) is sent as ``Authorization: Bearer`` on every request.
+service with API keys) is sent as ``Authorization: Bearer`` on every request. For a features
+model, ``LOCUST_BODY`` names a JSON file (an instance, or ``{"instances": [...]}``) posted as the
+body with Content-Type application/json instead of an image, to ``LOCUST_PATH`` (default
+``/predict``, e.g. ``/models/diabetes/predict``).
 """
 from __future__ import annotations
 
+import json
 import mimetypes
 import os
 import sys
@@ -20,6 +24,8 @@ import sys
 from locust import HttpUser, constant, task
 
 IMAGE_PATH = os.environ.get("LOCUST_IMAGE", "dog.jpg")
+BODY_PATH = os.environ.get("LOCUST_BODY", "")
+PREDICT_PATH = os.environ.get("LOCUST_PATH", "/predict")
 TOP_K = os.environ.get("LOCUST_TOP_K", "")
 # From the environment, not a command-line option: the key stays out of process lists.
 API_KEY = os.environ.get("API_KEY", "").strip()
@@ -39,7 +45,20 @@ def _load_image(path: str) -> tuple[str, bytes, str]:
     return name, data, mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
-IMAGE = _load_image(IMAGE_PATH)
+def _load_body(path: str) -> bytes:
+    """The JSON body to post, or exit with a message that says what to set."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        json.loads(data)
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"locustfile.py: LOCUST_BODY={path!r} is not a readable JSON file ({exc}).\n")
+        raise SystemExit(2) from None
+    return data
+
+
+BODY = _load_body(BODY_PATH) if BODY_PATH else b""
+IMAGE = ("", b"", "") if BODY else _load_image(IMAGE_PATH)
 
 
 def _error_of(response) -> str:
@@ -64,8 +83,13 @@ class PredictUser(HttpUser):
     @task(20)
     def predict(self) -> None:
         data = {"top_k": TOP_K} if TOP_K else None
-        with self.client.post("/predict", files={"image": IMAGE}, data=data, name="/predict",
-                              catch_response=True) as response:
+        if BODY:
+            sent = self.client.post(PREDICT_PATH, data=BODY, headers={"Content-Type": "application/json"},
+                                    name=PREDICT_PATH, catch_response=True)
+        else:
+            sent = self.client.post(PREDICT_PATH, files={"image": IMAGE}, data=data, name=PREDICT_PATH,
+                                    catch_response=True)
+        with sent as response:
             if response.status_code != 200:
                 # 503 (queue full / no model server), 504 (timeout), 4xx, 500: name the cause.
                 response.failure(f"{response.status_code}: {_error_of(response)}")

@@ -15,7 +15,7 @@ import reprlib
 __all__ = [
     "ServiceError", "BadRequest", "ProtocolError", "ImageError", "NotFound", "ModelNotFound",
     "ImageTooLarge", "RequestTooLarge", "UnsupportedMediaType", "ServiceUnavailable", "NoModelServer",
-    "BadGateway", "GatewayTimeout", "clip", "CLIP_CHARS",
+    "BadGateway", "GatewayTimeout", "InvalidInstances", "clip", "CLIP_CHARS",
 ]
 
 # How much of a client-supplied value a message or log line shows: enough to recognise it, too
@@ -61,6 +61,11 @@ class ServiceError(Exception):
     def headers(self) -> dict[str, str]:
         return {}
 
+    @property
+    def details(self) -> dict[str, object]:
+        """More fields of the JSON answer, beside its message."""
+        return {}
+
 
 class BadRequest(ServiceError, ValueError):
     """The request is malformed or asks for something out of range: 400."""
@@ -70,6 +75,19 @@ class BadRequest(ServiceError, ValueError):
 
 class ProtocolError(BadRequest):
     """An Open Inference Protocol request this service cannot answer (400 unless given)."""
+
+
+class InvalidInstances(BadRequest):
+    """Instances for a features model with fields that do not fit its contract: 400, every
+    problem listed (`errors`: instance, field, problem, message), so one answer fixes them all."""
+
+    def __init__(self, message: str, errors: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"errors": self.errors}
 
 
 class ImageError(BadRequest):

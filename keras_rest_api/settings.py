@@ -106,6 +106,9 @@ MAX_JSON_BYTES = 4 * 1024 * 1024
 DECODE_WAIT_MS = 1000
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 20
+# Features models (JSON in): the most instances one request may carry (each is a job of its own);
+# their JSON body is capped by MAX_JSON_BYTES too.
+MAX_INSTANCES = 512
 # Seconds a web process trusts the model metadata (input size) it read from Redis.
 METADATA_CACHE_SECONDS = 5.0
 # Seconds a client is told to wait before retrying a 503.
@@ -190,6 +193,9 @@ REPOSITORY_POLL_SECONDS = 5.0
 # they learn of the switch within METADATA_CACHE_SECONDS plus a heartbeat or two.
 DRAIN_GRACE_SECONDS = 10.0
 BATCH_SIZE = 8
+# A features model's batch size when its config.json declares none: its rows are small, and
+# BATCH_SIZE (which bounds image batches) does not cap it.
+FEATURES_BATCH_SIZE = 256
 # Once the first image of a batch is in hand, how long to wait for more before running it.
 # 0 runs what is queued at once; under load a batch still fills, from the images that
 # arrive while the previous one runs. Redis ends short blocking waits only as often as its

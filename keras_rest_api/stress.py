@@ -225,8 +225,11 @@ def _send_one(session: requests.Session, url: str, image: bytes, filename: str,
     try:
         # stream=False (the default) means the body is read inside post(), so
         # the latency covers the whole answer, not just the headers.
-        response = session.post(url, files={"image": (filename, image, content_type)},
-                                timeout=timeout)
+        if content_type == JSON_BODY:  # a features model's instance(s), as they are in the file
+            response = session.post(url, data=image, headers={"Content-Type": JSON_BODY}, timeout=timeout)
+        else:
+            response = session.post(url, files={"image": (filename, image, content_type)},
+                                    timeout=timeout)
     except Exception as exc:  # a load test must survive anything one request does
         result.record_exception(_classify_exception(exc), str(exc))
         return
@@ -240,20 +243,34 @@ def _send_one(session: requests.Session, url: str, image: bytes, filename: str,
         body = response.json()
     except ValueError:
         body = None
-    good = (isinstance(body, dict) and body.get("success") is True
-            and isinstance(body.get("predictions"), list) and len(body["predictions"]) > 0)
+    if content_type == JSON_BODY and isinstance(body, list) and body:
+        # A batch API's answer to a JSON body (BentoML's, one answer per instance sent): each must be good.
+        good = all(_is_good_answer(item) for item in body)
+    else:
+        good = _is_good_answer(body)
     if good:
         result.record_answer(True, latency_ms, phases=phases)
     else:
         result.record_answer(False, latency_ms, BAD_BODY, response.text, phases)
 
 
+def _is_good_answer(body: Any) -> bool:
+    """The service's success shape: success true and a non-empty list of predictions."""
+    return (isinstance(body, dict) and body.get("success") is True
+            and isinstance(body.get("predictions"), list) and len(body["predictions"]) > 0)
+
+
 def _load_image(image_path: str | os.PathLike[str]) -> tuple[bytes, str, str]:
+    """The file to send: an image (multipart field 'image'), or a .json file sent as the body
+    with Content-Type application/json (a features model's instance, or {"instances": [...]})."""
     with open(image_path, "rb") as fh:
         data = fh.read()
     filename = os.path.basename(os.fspath(image_path))
     content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
     return data, filename, content_type
+
+
+JSON_BODY = "application/json"
 
 
 class _Progress:
@@ -555,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="endpoint, same as the positional URL")
     p.add_argument("--image", default=DEFAULT_IMAGE,
                    help=f"image file to POST as field 'image' (default {DEFAULT_IMAGE})")
+    p.add_argument("--body", metavar="FILE.json",
+                   help="instead of an image, POST this JSON file as the body (application/json): a "
+                        "features model's instance or {\"instances\": [...]}, e.g. to /models/<name>/predict")
     flood = p.add_argument_group("flood (open loop, default)")
     flood.add_argument("--requests", type=_positive(int), default=None,
                        help="number of requests to send (default 500)")
@@ -576,6 +596,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _json_body_problem(path: str) -> str:
+    """Why `path` cannot be sent as a JSON body ("" if it can): a missing file, not JSON, not .json."""
+    if not path.endswith(".json"):
+        return "name it *.json (its content type is read from the name)"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            json.load(fh)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    except ValueError as exc:
+        return f"not valid JSON ({exc})"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit status."""
     parser = build_parser()
@@ -592,7 +626,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--requests/--interval are for the flood; they cannot be combined "
                      "with --concurrency")
 
-    if not os.path.isfile(args.image):
+    if args.body is not None:
+        problem = _json_body_problem(args.body)
+        if problem:
+            print(f"error: --body {args.body!r}: {problem}", file=sys.stderr)
+            return 2
+        args.image = args.body
+    elif not os.path.isfile(args.image):
         print(f"error: image file not found: {args.image!r} "
               f"(pass --image PATH to an image to send, e.g. --image dog.jpg)", file=sys.stderr)
         return 2

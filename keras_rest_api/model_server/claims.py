@@ -35,7 +35,13 @@ class Claimer:
         self._next_reclaim = 0.0
 
     def limit(self, version: "ServedVersion") -> int:
-        """The most jobs one batch of `version` may hold."""
+        """The most jobs one batch of `version` may hold.
+
+        The server's BATCH_SIZE caps image batches (their memory); a features model's rows are
+        small, so its own declared batch size alone bounds them.
+        """
+        if version.contract.takes_features:
+            return max(1, version.contract.max_batch_size)
         return max(1, min(self.batch_size, version.contract.max_batch_size))
 
     def next_batches(self, versions: Sequence["ServedVersion"]) -> list[Batch]:

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from keras_rest_api.queue.jobs import Claimed
-from keras_rest_api.queue.records import InferenceFigures, ModelContract, Prediction, Result
+from keras_rest_api.queue.records import (InferenceFigures, ModelContract, NamedValue, Prediction, Result,
+                                          feature_row_problem)
 
 log = logging.getLogger("model_server.inference")
 
@@ -78,6 +79,12 @@ class BatchRunner:
                     f"This image was attempted {claimed.deliveries} times and each attempt ended its model "
                     "server; it is not processed again. Check the image, or report it with its request id.",
                     422)))
+            elif self.contract.takes_features or job.features is not None:
+                problem = self._features_problem(job)
+                if problem:
+                    answers.append((claimed, problem))
+                else:
+                    runnable.append(claimed)
             elif job.pixels.shape != expected:
                 answers.append((claimed, Result.failure(
                     f"The image was prepared as {job.pixels.shape} but the model now expects {expected} "
@@ -86,10 +93,28 @@ class BatchRunner:
                 runnable.append(claimed)
         return runnable, answers, dropped
 
+    def _features_problem(self, job: Any) -> Result | None:
+        """The answer for a job that does not fit this features model (the web tier checked it
+        against the contract it saw; a record may be forged, or the model changed): None if it fits."""
+        if not self.contract.takes_features or job.features is None:
+            return Result.failure(f"The request was prepared for another kind of model than {self.contract.name} "
+                                  f"version {self.contract.version} takes (the model changed). Retry the request.", 503)
+        problem = feature_row_problem(self.contract, job.features)
+        if problem:
+            log.warning("job %s: feature row refused: %s", job.id, problem)
+            return Result.failure(f"The instance does not fit model {self.contract.name} version "
+                                  f"{self.contract.version}: {problem}. Fix the instance and retry.", 400)
+        return None
+
+    def _inputs(self, runnable: Sequence[Claimed]) -> np.ndarray:
+        if self.contract.takes_features:
+            return np.stack([claimed.job.features for claimed in runnable])
+        return np.stack([claimed.job.pixels for claimed in runnable])
+
     def _classify(self, runnable: Sequence[Claimed], batch_id: str) -> list[tuple[Claimed, Result]]:
         started_wall, started = time.time(), time.perf_counter()
         try:
-            probabilities = self.model.predict(np.stack([claimed.job.pixels for claimed in runnable]))
+            probabilities = self.model.predict(self._inputs(runnable))
         except Exception:
             log.exception("batch %s: the model failed on %d images", batch_id, len(runnable))
             # The exception's text stays in the log: it may describe the server's internals.
@@ -105,11 +130,32 @@ class BatchRunner:
             job = claimed.job
             timing = {"queue": max(0.0, (started_wall - job.enqueued_at) * 1000), "inference": inference_ms,
                       "batch": float(len(runnable))}
-            predictions = top_predictions(row, self.model.labels, job.top_k, with_index=job.full_output)
-            answers.append((claimed, Result.ok(predictions, timing,
-                                               probabilities=row if job.full_output else None,
-                                               model=self.contract.name, version=self.contract.version)))
+            answers.append((claimed, self._answer(row, job, timing)))
         return answers
+
+    def _answer(self, row: np.ndarray, job: Any, timing: dict[str, float]) -> Result:
+        """One job's result from its output row, as the contract's output kind says."""
+        kind = self.contract.output_kind
+        if not np.all(np.isfinite(row)):
+            return Result.failure(f"The model answered a value that is not finite for this input (model "
+                                  f"{self.contract.name} version {self.contract.version}).", 500)
+        if kind == "regression":
+            values = [NamedValue(o.name, float(v), o.unit) for o, v in zip(self.contract.outputs, row)]
+            return Result.ok([], timing, probabilities=row if job.full_output else None, values=values,
+                             model=self.contract.name, version=self.contract.version)
+        if kind == "probability":
+            predictions = [Prediction(self.contract.positive_label, float(row[0]), 0 if job.full_output else None)]
+        else:
+            predictions = top_predictions(row, self.model.labels, job.top_k, with_index=job.full_output)
+        return Result.ok(predictions, timing, probabilities=row if job.full_output else None,
+                         model=self.contract.name, version=self.contract.version)
+
+
+def blank_input(contract: ModelContract, size: int) -> np.ndarray:
+    """A batch of `size` zero inputs of the shape `contract`'s model takes: for warming it up."""
+    if contract.takes_features:
+        return np.zeros((size, len(contract.features)), dtype=np.float64)
+    return np.zeros((size, *contract.input_size, 3), dtype=np.uint8)
 
 
 def top_predictions(probabilities: np.ndarray, labels: Sequence[str], k: int,

@@ -9,12 +9,12 @@ import time
 from queue import Empty, SimpleQueue
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import redis
 
 from keras_rest_api.ids import default_server_name
 from keras_rest_api.queue.jobs import JobQueue, lost_primary
 from keras_rest_api.model_server.claims import Batch, Claimer
+from keras_rest_api.model_server.inference import blank_input
 from keras_rest_api.model_server.heartbeat import HeartbeatPublisher
 from keras_rest_api.model_server.versions import FixedSource, VersionSet, ModelSource, ServedVersion
 from keras_rest_api.model_server.replies import Replier
@@ -72,15 +72,14 @@ class ModelServer:
     def warm_up(self) -> None:
         """Run each model once per batch shape it will see, so no client pays for tracing."""
         for version in self.models.active():
-            height, width = version.contract.input_size
             limit = self.claimer.limit(version)
             for size in warm_up_sizes(limit):  # per backend: JAX compiles each padded size
                 started = time.perf_counter()
-                version.model.predict(np.zeros((size, height, width, 3), dtype=np.uint8))
+                version.model.predict(blank_input(version.contract, size))
                 log.info("warm-up %s v%s: batch of %d in %.0f ms", *version.key, size,
                          (time.perf_counter() - started) * 1000)
             started = time.perf_counter()  # once more, now that it is traced, for its true cost
-            version.model.predict(np.zeros((limit, height, width, 3), dtype=np.uint8))
+            version.model.predict(blank_input(version.contract, limit))
             elapsed_ms = (time.perf_counter() - started) * 1000
             # A job stays claimed while it waits for the model, runs, and is replied to.
             if elapsed_ms * 4 > self.claim_idle_ms:

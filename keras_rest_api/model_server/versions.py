@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from keras_rest_api.queue.jobs import JobQueue
-from keras_rest_api.model_server.inference import BatchRunner
+from keras_rest_api.model_server.inference import BatchRunner, blank_input
 from keras_rest_api.queue.records import InferenceFigures, ModelContract, ServedModel
 
 log = logging.getLogger("model_server.versions")
@@ -232,10 +232,7 @@ class VersionSet:
 
 def _warm_up(version: ServedVersion) -> None:
     """Run a new version once before it takes traffic, so no client pays for tracing."""
-    import numpy as np
-
-    height, width = version.contract.input_size
-    version.model.predict(np.zeros((1, height, width, 3), dtype=np.uint8))
+    version.model.predict(blank_input(version.contract, 1))
 
 
 _NORMALIZATION_OF_PREPROCESSING = {"raw": "raw", "unit": "unit", "tf": "tf", "torch": "torch", "caffe": "caffe"}

@@ -37,7 +37,10 @@ class LoadedModel:
     contract: Optional[ModelContract] = None
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities, shape (N, classes), for uint8 RGB pixels of shape (N, H, W, 3)."""
+        """Class probabilities, shape (N, classes), for uint8 RGB pixels of shape (N, H, W, 3);
+        for a features model, its outputs (N, classes) for rows of raw feature values (N, features)."""
+        if self.contract is not None and self.contract.takes_features:
+            return self._predict_features(pixels)
         expected = (*self.input_size, 3)
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != expected:
             raise ValueError(
@@ -48,6 +51,21 @@ class LoadedModel:
             raise RuntimeError(f"{self.name} version {self.version} was unloaded; load it again to use it.")
         # Through models.backends: JAX runs padded batches (one compile per power of two).
         return backends.predict_on_batch(self.model, self.preprocess(pixels))
+
+    def _predict_features(self, rows: np.ndarray) -> np.ndarray:
+        assert self.contract is not None
+        count = len(self.contract.features)
+        if rows.ndim != 2 or rows.shape[1] != count:
+            raise ValueError(f"{self.name} expects rows of {count} feature values (N, {count}), received {rows.shape}.")
+        if self.model is None:
+            raise RuntimeError(f"{self.name} version {self.version} was unloaded; load it again to use it.")
+        return backends.predict_on_batch(self.model, self.preprocess(rows.astype(np.float64)))
+
+    def blank(self, size: int) -> np.ndarray:
+        """A batch of `size` inputs of the right shape (zeros), to warm the model up."""
+        if self.contract is not None and self.contract.takes_features:
+            return np.zeros((size, len(self.contract.features)), dtype=np.float64)
+        return np.zeros((size, *self.input_size, 3), dtype=np.uint8)
 
     def metadata(self) -> dict[str, Any]:
         """What the web tier needs to know about this model, published through Redis."""

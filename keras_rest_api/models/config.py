@@ -15,6 +15,21 @@
       "weights": "path or random"             # built-ins only; default: MODEL_WEIGHTS (see models.loading)
     }
 
+A features model (a JSON object of named values in, not a photo) declares instead:
+
+    {
+      "input": {"kind": "features", "features": [
+        {"name": "age", "mean": 48.5, "std": 13.1, "range": [0, 120], "unit": "years"},
+        {"name": "income", "min": 0, "max": 250000, "default": 40000},
+        {"name": "region", "type": "categorical", "vocabulary": ["north", "south"] or "regions.txt",
+         "unknown": "bucket"}                   # or "error" (the default): an unknown value is a 400
+      ]},
+      "output": {"kind": "classification"}      # with "labels"; or {"kind": "probability",
+                                                # "positive_label": "default"}; or {"kind": "regression",
+                                                # "values": [{"name": "duration", "unit": "s"}]}
+      "batching": {"max_batch_size": 256}       # default: FEATURES_BATCH_SIZE
+    }
+
 Every problem is a `ModelConfigError` (a `ModelLoadError`) that names the file and the fix.
 The built-in models' own entries (their evaluated preprocessing) are in the repository shipped
 with the package, keras_rest_api/model_repository/ (`SHIPPED_REPOSITORY`, `shipped_config`).
@@ -22,6 +37,7 @@ with the package, keras_rest_api/model_repository/ (`SHIPPED_REPOSITORY`, `shipp
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -30,9 +46,11 @@ from typing import Any, Mapping, Sequence
 from keras_rest_api.models.base import ModelLoadError
 from keras_rest_api.models.precision import PRECISIONS
 from keras_rest_api.models.preprocessing import DEFAULT_CHANNEL_ORDER, check_channel_order
-from keras_rest_api.queue.records import (CHANNEL_ORDERS, INTERPOLATIONS, MAX_BATCH_SIZE, MAX_SIDE, NORMALIZATIONS,
-                                          RESIZE_POLICIES, ModelContract, RecordError, is_valid_model_name,
-                                          is_valid_version)
+from keras_rest_api.queue.records import (CHANNEL_ORDERS, INTERPOLATIONS, MAX_BATCH_SIZE, MAX_FEATURES,
+                                          MAX_HEARTBEAT_BYTES, MAX_NAME,
+                                          MAX_SIDE, MAX_VOCABULARY, NORMALIZATIONS, RESIZE_POLICIES, FeatureSpec,
+                                          ModelContract, OutputSpec, RecordError, is_valid_feature_name,
+                                          is_valid_model_name, is_valid_version)
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -45,10 +63,19 @@ BUILTIN_NAMES = ("resnet50", "efficientnet_lite0")
 SHIPPED_REPOSITORY = str(resources.files("keras_rest_api").joinpath("model_repository"))
 
 _TOP_LEVEL = {"name", "source", "description", "input", "preprocessing", "labels", "batching", "precision",
-              "version_policy", "weights"}
-_INPUT = {"height", "width", "channel_order"}
+              "version_policy", "weights", "output"}
+_INPUT = {"height", "width", "channel_order", "kind", "features"}
+_FEATURES_INPUT = {"kind", "features"}
+_NUMERIC = {"name", "type", "mean", "std", "min", "max", "range", "default", "unit", "description"}
+_CATEGORICAL = {"name", "type", "vocabulary", "unknown", "default", "description"}
+_OUTPUT = {"kind", "positive_label", "values"}
 _PREPROCESSING = {"resize", "crop_fraction", "interpolation", "pad_value", "normalization", "mean", "std"}
 _BATCHING = {"max_batch_size", "max_wait_ms"}
+
+# A features model's contract travels in every heartbeat of its servers (at most
+# MAX_HEARTBEAT_BYTES, which may list several models): one contract may take a quarter.
+MAX_CONTRACT_BYTES = MAX_HEARTBEAT_BYTES // 4
+
 
 class ModelConfigError(ModelLoadError):
     """A model folder, its config.json, a version folder or a labels file is wrong; says how to fix."""
@@ -96,6 +123,20 @@ class ModelConfig:
     precision: str = "float32"
     version_policy: VersionPolicy = VersionPolicy("latest", 1)
     weights: str = ""
+    input_kind: str = "image"
+    features: tuple[FeatureSpec, ...] = ()
+    output_kind: str = "classification"
+    outputs: tuple[OutputSpec, ...] = ()
+    positive_label: str = ""
+
+    @property
+    def takes_features(self) -> bool:
+        return self.input_kind == "features"
+
+    @property
+    def encoded_width(self) -> int:
+        """The width of the model's input: a column per numeric feature, one per category."""
+        return sum(feature.width for feature in self.features)
 
     @property
     def builtin(self) -> str:
@@ -105,15 +146,25 @@ class ModelConfig:
     def contract(self, version: str, input_size: tuple[int, int], classes: int) -> ModelContract:
         """The contract of `version` of this model, as the web tier and the model server use it."""
         try:
-            return ModelContract(
+            contract = ModelContract(
                 name=self.name, version=version, input_height=input_size[0], input_width=input_size[1],
                 classes=classes, resize=self.resize, crop_fraction=self.crop_fraction,
                 interpolation=self.interpolation, pad_value=self.pad_value, channel_order=self.channel_order,
                 normalization=self.normalization, mean=self.mean, std=self.std,
                 max_batch_size=self.max_batch_size, max_wait_ms=self.max_wait_ms, precision=self.precision,
+                input_kind=self.input_kind, features=self.features, output_kind=self.output_kind,
+                outputs=self.outputs, positive_label=self.positive_label,
             )
         except RecordError as exc:
             raise ModelConfigError(f"{self.config_file}: {exc}. Fix that field.") from None
+        if self.takes_features:
+            size = len(json.dumps(contract.as_json()))
+            if size > MAX_CONTRACT_BYTES:
+                raise ModelConfigError(
+                    f"{self.config_file}: the contract is {size} bytes of JSON; a model server publishes every "
+                    f"contract in its heartbeat, which holds at most {MAX_CONTRACT_BYTES} per model. Use fewer "
+                    "features or shorter vocabularies (a large vocabulary: hash it into buckets in the model).")
+        return contract
 
 
 
@@ -201,6 +252,12 @@ class _Parser:
         if not isinstance(description, str):
             raise self.fail('"description" must be a string.')
         inputs = self.section(body, "input", _INPUT)
+        if inputs.get("kind", "image") != "image" or "output" in body:
+            return self.parse_features(body, source, description)
+        for key in ("kind", "features"):
+            if key in inputs:
+                raise self.fail(f'"input" field {key!r} belongs to a features model: set "input": '
+                                '{"kind": "features", "features": [...]} or remove it.')
         pre = self.section(body, "preprocessing", _PREPROCESSING)
         batching = self.section(body, "batching", _BATCHING)
         normalization = self.choice(pre, "normalization", NORMALIZATIONS, "unit")
@@ -255,6 +312,159 @@ class _Parser:
             weights=weights,
         )
 
+    def parse_features(self, body: dict[str, Any], source: str, description: str) -> ModelConfig:
+        """A features model's config.json: "input" of kind "features", and its "output"."""
+        inputs = self.section(body, "input", _FEATURES_INPUT)
+        if inputs.get("kind") != "features":
+            raise self.fail(f'"input" "kind" must be "image" or "features", received {_describe(inputs.get("kind"))}'
+                            ' (a model with an "output" section takes features).')
+        if source != KERAS_SOURCE:
+            raise self.fail('a features model must be "source": "keras" (a model.keras in each version folder).')
+        for key in ("preprocessing", "weights"):
+            if key in body:
+                raise self.fail(f'"{key}" applies to image models only; a features model normalises each '
+                                'feature itself ("mean"/"std" or "min"/"max" in its entry). Remove it.')
+        raw = inputs.get("features")
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_FEATURES:
+            raise self.fail(f'"input" "features" must be a list of 1..{MAX_FEATURES} feature objects in the model\'s '
+                            f'input order, e.g. [{{"name": "age", "mean": 40, "std": 12}}], received {_describe(raw)}.')
+        features = tuple(self.feature(item, index) for index, item in enumerate(raw))
+        names = [f.name for f in features]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise self.fail(f"feature name(s) {', '.join(map(repr, repeated))} appear more than once; give "
+                            "each feature its own name.")
+        output = self.section(body, "output", _OUTPUT)
+        kind = self.choice(output, "kind", ("classification", "probability", "regression"), "classification")
+        labels = body.get("labels", "")
+        if not isinstance(labels, str) or labels == "imagenet":
+            raise self.fail('"labels" must be a file name (relative to the model folder).')
+        positive, outputs = "", ()
+        if kind == "probability":
+            positive = output.get("positive_label")
+            if not isinstance(positive, str) or not 1 <= len(positive) <= MAX_NAME:
+                raise self.fail('output "probability" needs "positive_label": the name of the class whose '
+                                f'probability the model\'s one sigmoid output is, received {_describe(positive)}.')
+        if kind == "regression":
+            outputs = self.regression_values(output.get("values"))
+        for key in ("positive_label", "values"):
+            if key in output and not ((key == "positive_label" and kind == "probability")
+                                      or (key == "values" and kind == "regression")):
+                raise self.fail(f'output "{key}" does not apply to kind {kind!r}; remove it.')
+        if labels and kind != "classification":
+            raise self.fail(f'"labels" applies to output "classification", not {kind!r}; remove it.')
+        batching = self.section(body, "batching", _BATCHING)
+        return ModelConfig(
+            name=self.name, folder=os.path.dirname(self.path), config_file=self.path, source=source,
+            description=description, labels=labels,
+            max_batch_size=self.integer(batching, "max_batch_size", 1, MAX_BATCH_SIZE,
+                                        int(self.settings.get("FEATURES_BATCH_SIZE") or 256)),
+            max_wait_ms=self.integer(batching, "max_wait_ms", 0, 60_000, int(self.settings.get("BATCH_WAIT_MS") or 0)),
+            precision=self.choice(body, "precision", PRECISIONS, str(self.settings.get("MODEL_PRECISION") or "float32")),
+            version_policy=self.policy(body.get("version_policy", {"latest": 1})),
+            input_kind="features", features=features, output_kind=kind, outputs=outputs, positive_label=positive,
+        )
+
+    def feature(self, item: Any, index: int) -> FeatureSpec:
+        if not isinstance(item, dict):
+            raise self.fail(f"feature {index} must be an object with at least a \"name\", received {_describe(item)}.")
+        name = item.get("name")
+        if not is_valid_feature_name(name):
+            raise self.fail(f'feature {index}: "name" must be 1-64 of A-Z a-z 0-9 _ . - starting with a letter or _, '
+                            f"received {_describe(name)}.")
+        where = f"feature {name!r}"
+        kind = item.get("type", "numeric")
+        if kind not in ("numeric", "categorical"):
+            raise self.fail(f'{where}: "type" must be "numeric" or "categorical", received {_describe(kind)}.')
+        self.known(item, _NUMERIC if kind == "numeric" else _CATEGORICAL, where)
+        try:
+            return self.numeric(item, name) if kind == "numeric" else self.categorical(item, name)
+        except RecordError as exc:
+            raise self.fail(f"{where}: {exc}. Fix that feature's entry.") from None
+
+    def numeric(self, item: dict[str, Any], name: str) -> FeatureSpec:
+        where = f"feature {name!r}"
+        values: dict[str, Any] = {}
+        for key in ("mean", "std", "min", "max"):
+            if key in item:
+                if not _is_number(item[key]):
+                    raise self.fail(f'{where}: "{key}" must be a finite number, received {_describe(item[key])}.')
+                values[key] = float(item[key])
+        given = set(values)
+        if given not in (set(), {"mean", "std"}, {"min", "max"}):
+            raise self.fail(f'{where}: give its normalisation as "mean" and "std" (computed on the training '
+                            f'data), or as "min" and "max", or neither; received {", ".join(sorted(given))}.')
+        if values.get("std", 1.0) <= 0 or values.get("max", 1.0) <= values.get("min", 0.0):
+            raise self.fail(f'{where}: "std" must be > 0 and "max" > "min" (they divide).')
+        low = high = None
+        if "range" in item:
+            bounds = item["range"]
+            if (not isinstance(bounds, list) or len(bounds) != 2
+                    or not all(b is None or _is_number(b) for b in bounds)
+                    or (None not in bounds and bounds[0] > bounds[1])):
+                raise self.fail(f'{where}: "range" must be [low, high] (null for no bound), the values a request '
+                                f"may send, received {_describe(bounds)}.")
+            low, high = (None if b is None else float(b) for b in bounds)
+        default = item.get("default")
+        if default is not None and not _is_number(default):
+            raise self.fail(f'{where}: "default" must be a number, received {_describe(default)}.')
+        unit = item.get("unit", "")
+        if not isinstance(unit, str) or len(unit) > MAX_NAME:
+            raise self.fail(f'{where}: "unit" must be a short string, received {_describe(unit)}.')
+        normalization = "mean_std" if "mean" in given else "min_max" if "min" in given else "none"
+        return FeatureSpec(name=name, type="numeric", default=None if default is None else float(default),
+                           normalization=normalization, low=low, high=high, unit=unit, **values)
+
+    def categorical(self, item: dict[str, Any], name: str) -> FeatureSpec:
+        where = f"feature {name!r}"
+        vocabulary = item.get("vocabulary")
+        if isinstance(vocabulary, str):
+            vocabulary = self.vocabulary_file(vocabulary, where)
+        if (not isinstance(vocabulary, list) or not 1 <= len(vocabulary) <= MAX_VOCABULARY
+                or not all(isinstance(v, str) and 1 <= len(v) <= MAX_NAME for v in vocabulary)):
+            raise self.fail(f'{where}: "vocabulary" must be a list of 1..{MAX_VOCABULARY} strings (each 1..{MAX_NAME} '
+                            "characters) or the name of a file in the model folder with one per line, "
+                            f"received {_describe(vocabulary)}.")
+        repeated = sorted({v for v in vocabulary if vocabulary.count(v) > 1})
+        if repeated:
+            raise self.fail(f"{where}: vocabulary value(s) {', '.join(map(repr, repeated[:5]))} repeat; list each once.")
+        unknown = self.choice(item, "unknown", ("error", "bucket"), "error")
+        default = item.get("default")
+        if default is not None and default not in vocabulary:
+            raise self.fail(f'{where}: "default" must be one of its vocabulary, received {_describe(default)}.')
+        return FeatureSpec(name=name, type="categorical", default=default, vocabulary=tuple(vocabulary),
+                           unknown=unknown)
+
+    def vocabulary_file(self, file_name: str, where: str) -> list[str]:
+        folder = os.path.dirname(self.path)
+        path = os.path.normpath(os.path.join(folder, file_name))
+        if os.path.isabs(file_name) or not path.startswith(folder + os.sep):
+            raise self.fail(f'{where}: "vocabulary" file {file_name!r} must be inside the model folder {folder}.')
+        try:
+            with open(path, encoding="utf-8") as f:
+                return [line.strip() for line in f if line.strip()]
+        except FileNotFoundError:
+            raise self.fail(f'{where}: "vocabulary" file {path} not found. Add it (one value per line) or list the '
+                            "values in config.json.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise self.fail(f'{where}: "vocabulary" file {path} cannot be read as UTF-8 text ({exc}).') from None
+
+    def regression_values(self, raw: Any) -> tuple[OutputSpec, ...]:
+        usage = ('output "regression" needs "values": the model\'s outputs in order, e.g. '
+                 '[{"name": "duration", "unit": "s"}]')
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_FEATURES:
+            raise self.fail(f"{usage}; received {_describe(raw)}.")
+        outputs = []
+        for item in raw:
+            if (not isinstance(item, dict) or not set(item) <= {"name", "unit"} or not is_valid_feature_name(item.get("name"))
+                    or not isinstance(item.get("unit", ""), str) or len(item.get("unit", "")) > MAX_NAME):
+                raise self.fail(f"{usage}; each a name (1-64 of A-Z a-z 0-9 _ . -) and an optional short unit, "
+                                f"received {_describe(item)}.")
+            outputs.append(OutputSpec(item["name"], item.get("unit", "")))
+        if len({o.name for o in outputs}) != len(outputs):
+            raise self.fail(f"{usage}; the names repeat.")
+        return tuple(outputs)
+
     def policy(self, value: Any) -> VersionPolicy:
         usage = ('"version_policy" must be {"latest": N} (the N newest versions), '
                  '{"specific": ["1", "3"]} or "all"')
@@ -273,6 +483,10 @@ class _Parser:
                 raise self.fail(f"{usage}; specific must list version folder names, received {_describe(listed)}.")
             return VersionPolicy("specific", specific=tuple(listed))
         raise self.fail(f"{usage}; received {_describe(value)}.")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _describe(value: Any) -> str:

@@ -13,13 +13,17 @@ from typing import Any, Mapping
 
 from keras_rest_api.models.base import LoadedModel, ModelLoadError
 from keras_rest_api.models.config import shipped_config
+from keras_rest_api.models.features import feature_encoder
 from keras_rest_api.models.precision import with_precision
 from keras_rest_api.models.preprocessing import Preprocessor, preprocessor
 from keras_rest_api.queue.records import ModelContract, RecordError
 
 
 def contract_preprocessor(contract: ModelContract) -> Preprocessor:
-    """The vectorised channel reordering + normalisation `contract` declares."""
+    """The vectorised channel reordering + normalisation `contract` declares (for a features
+    model: each feature's normalisation or one-hot encoding)."""
+    if contract.takes_features:
+        return feature_encoder(contract.features)
     return preprocessor(contract.normalization, contract.channel_order, contract.mean, contract.std)
 
 
@@ -33,7 +37,7 @@ def finish(loaded: LoadedModel, precision: str) -> LoadedModel:
     if loaded.contract is not None:
         loaded.contract = dataclasses.replace(loaded.contract, precision=precision)
         loaded.preprocess = contract_preprocessor(loaded.contract)
-        loaded.preprocessing = loaded.contract.normalization
+        loaded.preprocessing = "features" if loaded.contract.takes_features else loaded.contract.normalization
     return loaded
 
 

@@ -34,6 +34,8 @@ def load_version(config: ModelConfig, version: str, settings: Mapping[str, Any])
     """Version `version` of the model `config` describes, checked against its config."""
     folder = os.path.join(config.folder, version)
     model_file = os.path.join(folder, MODEL_FILE)
+    if config.takes_features:
+        return _load_features_version(config, version, folder, model_file, settings)
     if os.path.isfile(model_file):
         model = _read_keras(model_file, settings)
         input_size = _input_size(model, model_file, config)
@@ -52,6 +54,43 @@ def load_version(config: ModelConfig, version: str, settings: Mapping[str, Any])
     loaded = LoadedModel(name=config.name, model=model, input_size=input_size, labels=labels,
                          preprocess=contract_preprocessor(contract), preprocessing=contract.normalization,
                          details=details, version=version, contract=contract)
+    return finish(loaded, config.precision)
+
+
+def _load_features_version(config: ModelConfig, version: str, folder: str, model_file: str,
+                           settings: Mapping[str, Any]) -> LoadedModel:
+    """A features model's version: its input width and output checked against config.json."""
+    if not os.path.isfile(model_file):
+        raise ModelConfigError(f"{folder}: version folder has no {MODEL_FILE}.")
+    model = _read_keras(model_file, settings)
+    shape = model.input_shape
+    if isinstance(shape, list) and len(shape) == 1:
+        shape = shape[0]
+    width = config.encoded_width
+    if not isinstance(shape, tuple) or len(shape) != 2 or shape[1] != width:
+        raise ModelConfigError(
+            f"{model_file}: input shape {shape}, but {config.config_file} declares {len(config.features)} features "
+            f"that encode to {width} columns (a column per numeric feature, one per category of each "
+            f"categorical feature, plus its bucket). Save the model with keras.Input(shape=({width},)) or fix "
+            "the features in config.json.")
+    outputs = _classes(model, model_file)
+    expected = {"probability": 1, "regression": len(config.outputs)}.get(config.output_kind, outputs)
+    if outputs != expected:
+        raise ModelConfigError(
+            f"{model_file}: {outputs} outputs, but output kind {config.output_kind!r} in {config.config_file} "
+            f"needs {expected} (probability: one sigmoid unit; regression: one unit per declared value).")
+    if config.output_kind == "classification":
+        labels = _labels(config, folder, outputs, model_file)
+    elif config.output_kind == "probability":
+        labels = [config.positive_label]
+    else:
+        labels = [o.name for o in config.outputs]
+    contract = config.contract(version, (1, 1), outputs)
+    log.info("loaded %s version %s from %s (%d features -> %d columns, %s output of %d)", config.name, version,
+             model_file, len(config.features), width, config.output_kind, outputs)
+    loaded = LoadedModel(name=config.name, model=model, input_size=(1, 1), labels=labels,
+                         preprocess=contract_preprocessor(contract), preprocessing="features",
+                         details={"path": model_file}, version=version, contract=contract)
     return finish(loaded, config.precision)
 
 

@@ -42,6 +42,10 @@ MAX_HEARTBEAT_BYTES = 256 * 1024
 MAX_TIMING_ENTRIES = 16
 MAX_BATCH_SIZE = 65_536
 MAX_MODELS_PER_SERVER = 256
+# A features model's contract: its features, each categorical one's vocabulary, its named outputs.
+MAX_FEATURES = 1024
+MAX_VOCABULARY = 1000
+MAX_NAME = 64
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
@@ -150,9 +154,14 @@ class Job:
     request_id: str = ""
     # Also return the whole probability vector (for protocols that ask for the output tensor).
     full_output: bool = False
+    # A features model's job: one row of float64 values in its contract's feature order (a
+    # categorical feature as its vocabulary index); `pixels` is then empty.
+    features: np.ndarray | None = None
 
     def to_redis(self) -> dict[str, bytes]:
-        """Stream fields for this job; the pixels go as raw bytes."""
+        """Stream fields for this job; the pixels (or the feature row) go as raw bytes."""
+        if self.features is not None:
+            return self._features_to_redis()
         pixels = np.ascontiguousarray(self.pixels, dtype=np.uint8)
         if pixels.ndim != 3 or pixels.shape[2] != 3:
             raise ValueError(f"expected pixels of shape (height, width, 3), received {pixels.shape}")
@@ -170,10 +179,23 @@ class Job:
             "pixels": pixels.tobytes(),
         }
 
+    def _features_to_redis(self) -> dict[str, bytes]:
+        row = np.ascontiguousarray(self.features, dtype="<f8")
+        if row.ndim != 1 or not 1 <= row.size <= MAX_FEATURES:
+            raise ValueError(f"expected one row of 1..{MAX_FEATURES} feature values, received shape {row.shape}")
+        return {
+            "v": WIRE_VERSION, "kind": FEATURES_JOB, "id": self.id.encode(), "top_k": str(self.top_k).encode(),
+            "deadline": repr(self.deadline).encode(), "enqueued_at": repr(self.enqueued_at).encode(),
+            "later": b"1" if self.fetch_later else b"0", "full": b"1" if self.full_output else b"0",
+            "rid": self.request_id.encode(), "features": row.tobytes(),
+        }
+
     @classmethod
     @_record_errors_only("job")
     def from_redis(cls, fields: Mapping[bytes, bytes]) -> "Job":
         """The job in a stream entry's fields; RecordError if they are not a valid job."""
+        if fields.get(b"kind") == FEATURES_JOB:
+            return _features_job(cls, fields)
         try:
             version = fields[b"v"]
             if version != WIRE_VERSION:
@@ -209,6 +231,38 @@ class Job:
         )
 
 
+FEATURES_JOB = b"features"
+# A features job carries no pixels: its `pixels` is this empty image.
+NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
+
+
+def _features_job(cls: type[Job], fields: Mapping[bytes, bytes]) -> Job:
+    """A features job's fields: the shared ones as an image job's, and a row of finite float64s."""
+    try:
+        _check(fields[b"v"] == WIRE_VERSION, f"wire version {fields[b'v']!r}, expected {WIRE_VERSION!r}")
+        job_id = fields[b"id"].decode("ascii")
+        request_id = fields.get(b"rid", b"").decode("ascii")
+        top_k = int(fields[b"top_k"])
+        deadline = float(fields[b"deadline"])
+        enqueued_at = float(fields[b"enqueued_at"])
+        data = fields[b"features"]
+    except RecordError:
+        raise
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"malformed features job entry: {type(exc).__name__}: {exc}") from None
+    _check(is_valid_id(job_id), f"job id {job_id[:80]!r} is not 1-64 of [A-Za-z0-9._-]")
+    _check(request_id == "" or is_valid_id(request_id), "request id is not 1-64 of [A-Za-z0-9._-]")
+    _check(isinstance(data, (bytes, bytearray)) and len(data) % 8 == 0 and 8 <= len(data) <= 8 * MAX_FEATURES,
+           f"feature row of {len(data)} bytes: expected 1..{MAX_FEATURES} float64 values")
+    row = np.frombuffer(data, dtype="<f8")
+    _check(bool(np.all(np.isfinite(row))), "feature row holds a value that is not finite")
+    _check(1 <= top_k <= MAX_TOP_K, f"top_k {top_k} outside 1..{MAX_TOP_K}")
+    _check(math.isfinite(deadline) and math.isfinite(enqueued_at), "deadline or enqueue time not finite")
+    return cls(id=job_id, pixels=NO_PIXELS, top_k=top_k, deadline=deadline, enqueued_at=enqueued_at,
+               fetch_later=fields.get(b"later") == b"1", request_id=request_id,
+               full_output=fields.get(b"full") == b"1", features=row.astype(np.float64))
+
+
 # --- results ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Prediction:
@@ -241,13 +295,16 @@ class Result:
     # Which model and version answered: every answer is labelled with the version that produced it.
     model: str = ""
     version: str = ""
+    # A regression model's answer: its contract's outputs, each named with its value and unit.
+    values: list[NamedValue] | None = None
 
     @classmethod
     def ok(cls, predictions: Sequence[Prediction], timing: Mapping[str, float],
-           probabilities: Sequence[float] | None = None, model: str = "", version: str = "") -> "Result":
+           probabilities: Sequence[float] | None = None, model: str = "", version: str = "",
+           values: Sequence[NamedValue] | None = None) -> "Result":
         return cls(True, list(predictions), timing=dict(timing),
                    probabilities=None if probabilities is None else [float(p) for p in probabilities],
-                   model=model, version=version)
+                   model=model, version=version, values=None if values is None else list(values))
 
     @classmethod
     def failure(cls, message: str, status: int, timing: Mapping[str, float] | None = None) -> "Result":
@@ -263,6 +320,8 @@ class Result:
                 body["probabilities"] = self.probabilities
             if self.model:
                 body["model"], body["version"] = self.model, self.version
+            if self.values is not None:
+                body["values"] = [v.as_json() for v in self.values]
         else:
             body.update(error=self.error, status=self.status)
         return json.dumps(body, separators=(",", ":")).encode()
@@ -292,16 +351,48 @@ class Result:
         model, version = body.get("model", ""), body.get("version", "")
         _check(model == "" or is_valid_model_name(model), "model is not a valid model name")
         _check(version == "" or is_valid_version(version), "version is not a valid version")
-        return cls(True, predictions, timing=timing, probabilities=probabilities, model=model, version=version)
+        values = body.get("values")
+        if values is not None:
+            _check(isinstance(values, list) and len(values) <= MAX_CLASSES, "values is not a list")
+            values = [_named_value(item) for item in values]
+        return cls(True, predictions, timing=timing, probabilities=probabilities, model=model, version=version,
+                   values=values)
+
+    def answer_json(self) -> list[dict[str, Any]]:
+        """This answer's predictions as a response lists them: labelled scores, or named values."""
+        if self.values is not None:
+            return [v.as_json() for v in self.values]
+        return [p.as_json() for p in self.predictions]
 
     def as_response(self) -> dict[str, Any]:
         """The tutorial's JSON body for this result, labelled with the model version that produced it."""
         if self.success:
-            body: dict[str, Any] = {"success": True, "predictions": [p.as_json() for p in self.predictions]}
+            body: dict[str, Any] = {"success": True, "predictions": self.answer_json()}
             if self.model:
                 body.update(model=self.model, version=self.version)
             return body
         return {"success": False, "error": self.error}
+
+
+@dataclass(frozen=True)
+class NamedValue:
+    """One output of a regression model: its name, value and unit."""
+
+    name: str
+    value: float
+    unit: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "unit": self.unit}
+
+
+def _named_value(item: Any) -> NamedValue:
+    _check(isinstance(item, dict), "a value is not an object")
+    name, value, unit = item.get("name"), item.get("value"), item.get("unit", "")
+    _check(isinstance(name, str) and len(name) <= MAX_TEXT, "a value's name is not a short string")
+    _check(_is_finite_number(value), "a value is not a finite number")
+    _check(isinstance(unit, str) and len(unit) <= MAX_TEXT, "a value's unit is not a short string")
+    return NamedValue(name, float(value), unit)
 
 
 def _prediction(item: Any) -> Prediction:
@@ -330,6 +421,120 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 NORMALIZATIONS = ("raw", "unit", "tf", "torch", "caffe", "mean_std")
 CHANNEL_ORDERS = ("RGB", "BGR")
 MODEL_STATES = ("loading", "ready", "draining")
+INPUT_KINDS = ("image", "features")
+OUTPUT_KINDS = ("classification", "probability", "regression")
+FEATURE_TYPES = ("numeric", "categorical")
+FEATURE_NORMALIZATIONS = ("none", "mean_std", "min_max")
+UNKNOWN_CATEGORY = ("error", "bucket")
+_FEATURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def is_valid_feature_name(value: str) -> bool:
+    """Whether `value` may name a feature or an output: a JSON key, a v2 input name, a form field."""
+    return isinstance(value, str) and _FEATURE_NAME.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One named input of a features model, in its contract's order.
+
+    numeric: a finite number, accepted within [low, high] (None: unbounded), normalised for the
+    model by "mean_std" ((x - mean) / std) or "min_max" ((x - min) / (max - min)).
+    categorical: a string of `vocabulary`, one-hot encoded for the model; an unknown value is
+    refused ("error") or goes to one extra "bucket" column. On the queue a categorical value is
+    its vocabulary index (len(vocabulary) for the bucket). `default` (None: required) stands in
+    for a value the request leaves out.
+    """
+
+    name: str
+    type: str = "numeric"
+    default: float | str | None = None
+    normalization: str = "none"
+    mean: float = 0.0
+    std: float = 1.0
+    min: float = 0.0
+    max: float = 1.0
+    low: float | None = None
+    high: float | None = None
+    vocabulary: tuple[str, ...] = ()
+    unknown: str = "error"
+    unit: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    @property
+    def width(self) -> int:
+        """Columns this feature takes in the model's input."""
+        return 1 if self.type == "numeric" else len(self.vocabulary) + (self.unknown == "bucket")
+
+    def as_json(self) -> dict[str, Any]:
+        body = dataclass_as_dict(self)
+        body["vocabulary"] = list(self.vocabulary)
+        return body
+
+    @classmethod
+    def from_json(cls, body: Any) -> "FeatureSpec":
+        _check(isinstance(body, dict), "a feature is not an object")
+        unknown = set(body) - set(cls.__dataclass_fields__)
+        _check(not unknown, f"feature has unknown fields {sorted(unknown)[:5]}")
+        values = dict(body)
+        if "vocabulary" in values:
+            _check(isinstance(values["vocabulary"], list), "a feature's vocabulary is not a list")
+            values["vocabulary"] = tuple(values["vocabulary"])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise RecordError(f"feature incomplete: {exc}") from None
+
+    def problem(self, value: float) -> str:
+        """Why the queued `value` (a number, or a category index) is not one this feature takes; "" if it is."""
+        if not math.isfinite(value):
+            return "is not a finite number"
+        if self.type == "categorical":
+            if value != int(value) or not 0 <= value < self.width:
+                return f"category index {value:g} is outside 0..{self.width - 1}"
+            return ""
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            return f"{value:g} is outside {_bounds(self)}"
+        return ""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One named value a regression model answers, with its unit."""
+
+    name: str
+    unit: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "unit": self.unit}
+
+    @classmethod
+    def from_json(cls, body: Any) -> "OutputSpec":
+        _check(isinstance(body, dict) and set(body) <= {"name", "unit"}, "an output is not {name, unit}")
+        try:
+            return cls(**body)
+        except TypeError as exc:
+            raise RecordError(f"output incomplete: {exc}") from None
+
+
+def _bounds(feature: FeatureSpec) -> str:
+    low = "-inf" if feature.low is None else f"{feature.low:g}"
+    high = "+inf" if feature.high is None else f"{feature.high:g}"
+    return f"the accepted range [{low}, {high}]"
+
+
+def feature_row_problem(contract: "ModelContract", row: np.ndarray) -> str:
+    """Why a queued feature row does not fit `contract` (checked again by the model server); "" if it does."""
+    if row.shape != (len(contract.features),):
+        return f"the row has {row.size} values but model {contract.name} takes {len(contract.features)} features"
+    for feature, value in zip(contract.features, row.tolist()):
+        problem = feature.problem(value)
+        if problem:
+            return f"feature {feature.name!r}: {problem}"
+    return ""
 
 
 def is_valid_model_name(value: str) -> bool:
@@ -370,17 +575,39 @@ class ModelContract:
     max_batch_size: int = 8
     max_wait_ms: int = 0
     precision: str = "float32"
+    # "image" (the fields above), or "features": a JSON object of the named `features`, in order
+    # (the geometry fields are then unused, 1x1). What the model answers: "classification"
+    # (`classes` labelled scores, top_k), "probability" (one score: that of `positive_label`),
+    # or "regression" (the `outputs`, one value each).
+    input_kind: str = "image"
+    features: tuple[FeatureSpec, ...] = ()
+    output_kind: str = "classification"
+    outputs: tuple[OutputSpec, ...] = ()
+    positive_label: str = ""
 
     def __post_init__(self) -> None:
         _validate_contract(self)
+        if self.input_kind == "features" or self.output_kind != "classification":
+            _validate_features_contract(self)
 
     @property
     def input_size(self) -> tuple[int, int]:
         return self.input_height, self.input_width
 
+    @property
+    def takes_features(self) -> bool:
+        return self.input_kind == "features"
+
     def as_json(self) -> dict[str, Any]:
         body = dataclass_as_dict(self)
         body["mean"], body["std"] = list(self.mean), list(self.std)
+        if not self.takes_features and self.output_kind == "classification":
+            # An image model's record stays what it was, for web tiers that predate features models.
+            for key in ("input_kind", "features", "output_kind", "outputs", "positive_label"):
+                del body[key]
+            return body
+        body["features"] = [f.as_json() for f in self.features]
+        body["outputs"] = [o.as_json() for o in self.outputs]
         return body
 
     @classmethod
@@ -396,6 +623,14 @@ class ModelContract:
             if key in values:
                 _check(isinstance(values[key], list) and len(values[key]) == 3, f"{key} is not 3 numbers")
                 values[key] = tuple(values[key])
+        if "features" in values:
+            _check(isinstance(values["features"], list) and len(values["features"]) <= MAX_FEATURES,
+                   f"features is not a list of at most {MAX_FEATURES}")
+            values["features"] = tuple(FeatureSpec.from_json(f) for f in values["features"])
+        if "outputs" in values:
+            _check(isinstance(values["outputs"], list) and len(values["outputs"]) <= MAX_CLASSES,
+                   "outputs is not a list")
+            values["outputs"] = tuple(OutputSpec.from_json(o) for o in values["outputs"])
         try:
             return cls(**values)
         except TypeError as exc:
@@ -425,6 +660,62 @@ def _validate_contract(c: ModelContract) -> None:
     _check(all(_is_finite_number(v) for v in (*c.mean, *c.std)) and all(v != 0 for v in c.std),
            "mean and std must be finite numbers, std non-zero")
     _check(isinstance(c.precision, str) and len(c.precision) <= 32, "precision is not a short string")
+
+
+def _validate_features_contract(c: ModelContract) -> None:
+    _check(c.input_kind in INPUT_KINDS, f"input kind {c.input_kind!r} is not one of {', '.join(INPUT_KINDS)}")
+    _check(c.output_kind in OUTPUT_KINDS, f"output kind {c.output_kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
+    if c.input_kind == "features":
+        _check(isinstance(c.features, tuple) and 1 <= len(c.features) <= MAX_FEATURES,
+               f"a features model needs 1..{MAX_FEATURES} features")
+        for feature in c.features:
+            _check(isinstance(feature, FeatureSpec), "a feature is not a FeatureSpec")
+            _validate_feature(feature)
+        names = [f.name for f in c.features]
+        _check(len(set(names)) == len(names), "feature names repeat")
+    else:
+        _check(not c.features, "an image model declares no features")
+    if c.output_kind == "regression":
+        _check(isinstance(c.outputs, tuple) and len(c.outputs) == c.classes,
+               f"a regression model of {c.classes} outputs must name {c.classes} outputs")
+        for output in c.outputs:
+            _check(isinstance(output, OutputSpec) and is_valid_feature_name(output.name)
+                   and isinstance(output.unit, str) and len(output.unit) <= MAX_NAME,
+                   "an output's name is not 1-64 of [A-Za-z0-9_.-] or its unit is not a short string")
+        _check(len({o.name for o in c.outputs}) == len(c.outputs), "output names repeat")
+    else:
+        _check(not c.outputs, "only a regression model names outputs")
+    if c.output_kind == "probability":
+        _check(c.classes == 1, f"a probability model has one output, not {c.classes}")
+        _check(isinstance(c.positive_label, str) and 1 <= len(c.positive_label) <= MAX_TEXT,
+               "a probability model needs a positive_label")
+
+
+def _validate_feature(f: FeatureSpec) -> None:
+    _check(is_valid_feature_name(f.name), f"feature name {str(f.name)[:80]!r} is not 1-64 of [A-Za-z0-9_.-] "
+                                          "starting with a letter or _")
+    _check(f.type in FEATURE_TYPES, f"feature {f.name}: type {f.type!r} is not numeric or categorical")
+    _check(isinstance(f.unit, str) and len(f.unit) <= MAX_NAME, f"feature {f.name}: unit is not a short string")
+    if f.type == "numeric":
+        _check(f.normalization in FEATURE_NORMALIZATIONS,
+               f"feature {f.name}: normalization {f.normalization!r} is not one of {', '.join(FEATURE_NORMALIZATIONS)}")
+        numbers = [f.mean, f.std, f.min, f.max] + [v for v in (f.low, f.high) if v is not None]
+        _check(all(_is_finite_number(v) for v in numbers), f"feature {f.name}: a bound or statistic is not finite")
+        _check(f.std > 0, f"feature {f.name}: std must be > 0")
+        _check(f.max > f.min, f"feature {f.name}: max must be > min")
+        _check(f.low is None or f.high is None or f.low <= f.high, f"feature {f.name}: low must be <= high")
+        _check(not f.vocabulary, f"feature {f.name}: a numeric feature has no vocabulary")
+        _check(f.default is None or (_is_finite_number(f.default) and not f.problem(float(f.default))),
+               f"feature {f.name}: default must be a finite number in its range")
+    else:
+        _check(isinstance(f.vocabulary, tuple) and 1 <= len(f.vocabulary) <= MAX_VOCABULARY,
+               f"feature {f.name}: a vocabulary of 1..{MAX_VOCABULARY} values")
+        _check(all(isinstance(v, str) and 1 <= len(v) <= MAX_NAME for v in f.vocabulary),
+               f"feature {f.name}: vocabulary values must be strings of 1..{MAX_NAME} characters")
+        _check(len(set(f.vocabulary)) == len(f.vocabulary), f"feature {f.name}: vocabulary values repeat")
+        _check(f.unknown in UNKNOWN_CATEGORY, f"feature {f.name}: unknown must be error or bucket")
+        _check(f.default is None or f.default in f.vocabulary,
+               f"feature {f.name}: default must be one of its vocabulary")
 
 
 # --- heartbeats -------------------------------------------------------------------------------

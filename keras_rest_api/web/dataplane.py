@@ -20,7 +20,7 @@ from keras_rest_api.ids import new_request_id
 from keras_rest_api.imaging.budget import DecodeBudget
 from keras_rest_api.imaging.decode import decode_image
 from keras_rest_api.queue.jobs import JobQueue, NotReplicated, QueueFull, lost_primary
-from keras_rest_api.queue.records import Job, ModelContract, Result
+from keras_rest_api.queue.records import NO_PIXELS, Job, ModelContract, Result
 from keras_rest_api.web.served import ServedModels
 
 log = logging.getLogger("web.dataplane")
@@ -102,10 +102,23 @@ class DataPlane:
         may be fetched later is promised (202) to its client, so with MIN_REPLICAS it counts as
         queued only once that many replicas hold it; else 503.
         """
-        queue = self.queue_for(contract)
         deadline = time.time() + timeout
         jobs = [Job(id=new_request_id(), pixels=pixels, top_k=top_k, deadline=deadline, request_id=request_id,
                     full_output=full_output, fetch_later=fetch_later) for pixels in images]
+        return self._submit(contract, jobs, pending_ttl, owner, fetch_later, request_id)
+
+    def enqueue_rows(self, contract: ModelContract, rows: Sequence[np.ndarray], top_k: int, timeout: float,
+                     request_id: str, *, full_output: bool = False, fetch_later: bool = False,
+                     pending_ttl: float = 0, owner: str = "") -> list[Job]:
+        """Queue each feature row (a features model's checked instance) as a job of its own, as `enqueue`."""
+        deadline = time.time() + timeout
+        jobs = [Job(id=new_request_id(), pixels=NO_PIXELS, features=row, top_k=top_k, deadline=deadline,
+                    request_id=request_id, full_output=full_output, fetch_later=fetch_later) for row in rows]
+        return self._submit(contract, jobs, pending_ttl, owner, fetch_later, request_id)
+
+    def _submit(self, contract: ModelContract, jobs: list[Job], pending_ttl: float, owner: str, fetch_later: bool,
+                request_id: str) -> list[Job]:
+        queue = self.queue_for(contract)
         replicas = self.min_replicas if fetch_later else 0
         for job in jobs:
             try:
@@ -167,18 +180,29 @@ class DataPlane:
         """Queue the images and return their successful answers, in order; the first failure raises
         (GatewayTimeout when one is late, or the model server's error)."""
         jobs = self.enqueue(contract, images, top_k, timeout, request_id, full_output=full_output)
+        return self.answers(contract, jobs, timeout, request_id, "Image")
+
+    def predict_rows(self, contract: ModelContract, rows: Sequence[np.ndarray], top_k: int, timeout: float,
+                     request_id: str, *, full_output: bool = False) -> list[Result]:
+        """Queue a features model's rows and return their successful answers, in order, as `classify`."""
+        jobs = self.enqueue_rows(contract, rows, top_k, timeout, request_id, full_output=full_output)
+        return self.answers(contract, jobs, timeout, request_id, "Instance")
+
+    def answers(self, contract: ModelContract, jobs: Sequence[Job], timeout: float, request_id: str,
+                what: str) -> list[Result]:
+        """Every job's successful answer; GatewayTimeout when one is late, else the first failure's error."""
         answers = self.wait(contract, jobs, timeout)
         for index, answer in enumerate(answers):
             if answer is None:
-                log.warning("request %s: image %d of %d: no answer within %.1f s", request_id, index, len(answers),
-                            timeout)
+                log.warning("request %s: %s %d of %d: no answer within %.1f s", request_id, what.lower(), index,
+                            len(answers), timeout)
                 raise GatewayTimeout(no_answer_message(timeout))
-            check_answer(answer, request_id, f"Image {index}: " if len(answers) > 1 else "")
+            check_answer(answer, request_id, f"{what} {index}: " if len(answers) > 1 else "")
         return answers  # type: ignore[return-value]
 
     def _queue_full(self, images: int) -> ServiceUnavailable:
         extra = f"; this request has {images}" if images > 1 else ""
-        return ServiceUnavailable(f"The queue is full ({self.max_queue_length} images waiting or in flight{extra}). "
+        return ServiceUnavailable(f"The queue is full ({self.max_queue_length} jobs waiting or in flight{extra}). "
                                   "Retry shortly.")
 
 

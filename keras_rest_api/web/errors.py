@@ -22,9 +22,12 @@ log = logging.getLogger("web.errors")
 V2_PREFIX = "/v2"
 
 
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> tuple[Response, int]:
-    """The answer for an error in the shape of the route family the request is in."""
-    response = jsonify(error=message) if _is_v2() else jsonify(success=False, error=message)
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None,
+                   details: Mapping[str, object] | None = None) -> tuple[Response, int]:
+    """The answer for an error in the shape of the route family the request is in (with the
+    error's `details`, such as each field error of a features request)."""
+    response = jsonify(error=message, **(details or {})) if _is_v2() else \
+        jsonify(success=False, error=message, **(details or {}))
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response, status
@@ -44,7 +47,7 @@ def service_error(exc: ServiceError) -> tuple[Response, int]:
         headers = {**_retry_after(), **headers}
     level = logging.WARNING if exc.status >= 500 else logging.INFO
     log.log(level, "request %s: %d: %s", g.get("request_id"), exc.status, exc)
-    return error_response(exc.status, str(exc), headers)
+    return error_response(exc.status, str(exc), headers, exc.details)
 
 
 # Every route's answer to any Redis failure; what failed, and how, is in the log only.

@@ -1,7 +1,8 @@
 """Which request bodies the web tier reads at all, checked before any byte of a body is read.
 
 Only what an upload can come as is parsed: multipart/form-data (a form with the file), a raw
-image/* body, or application/octet-stream. Anything else, application/x-www-form-urlencoded
+image/* body, application/octet-stream, or application/json (a features model's instances,
+parsed by web.features within MAX_JSON_BYTES). Anything else, application/x-www-form-urlencoded
 above all (Werkzeug parses it into memory at about 22 bytes per byte sent), is answered 415 from
 the headers alone. The Open Inference Protocol routes under /v2 have body types of their own
 (JSON, binary tensors) and do their own checks, so they are left alone here.
@@ -13,7 +14,7 @@ from flask import request
 from keras_rest_api.errors import UnsupportedMediaType, clip
 
 # Body types this tier parses (besides image/*).
-PARSED_TYPES = ("multipart/form-data", "application/octet-stream")
+PARSED_TYPES = ("multipart/form-data", "application/octet-stream", "application/json")
 # Paths whose routes check their own body types.
 OWN_BODY_TYPES_PREFIXES = ("/v2/", "/v2")
 
@@ -36,5 +37,5 @@ def check_upload_type(mimetype: str) -> None:
     raise UnsupportedMediaType(
         f"Unsupported Content-Type {shown}. Send multipart/form-data with a field "
         "'image' (curl -F image=@dog.jpg), or the raw image bytes with Content-Type image/* or "
-        "application/octet-stream."
+        "application/octet-stream; a features model takes application/json."
     )

@@ -5,7 +5,10 @@ Apache: every answer must have a documented status, content type and body.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
+
+from keras_rest_api.queue.records import ModelContract
+from keras_rest_api.web.features import example_instance, instance_schema
 
 _ERROR = {"$ref": "#/components/responses/Error"}
 _JOB = {"$ref": "#/components/responses/Job"}
@@ -15,8 +18,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(status): _ERROR for status in statuses}
 
 
-def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dict[str, Any]:
-    """The document, with the limits this deployment is configured with."""
+def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int,
+               features_models: Sequence[ModelContract] = (), default_model: str | None = None,
+               max_instances: int = 512) -> dict[str, Any]:
+    """The document, with the limits this deployment is configured with, and the request schema
+    of each served features model (from its contract) on its own predict path."""
     spec: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
@@ -88,10 +94,12 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
                         "success": {"type": "boolean", "enum": [True]},
                         "model": {"type": "string"},
                         "version": {"type": "string"},
-                        "predictions": {"type": "array", "items": {
+                        # Labelled probabilities; a regression (features) model's job: named values.
+                        "predictions": {"type": "array", "items": {"oneOf": [{
                             "type": "object", "required": ["label", "probability"],
                             "properties": {"label": {"type": "string"},
-                                           "probability": {"type": "number", "minimum": 0, "maximum": 1}}}},
+                                           "probability": {"type": "number", "minimum": 0, "maximum": 1}}},
+                            {"$ref": "#/components/schemas/NamedValue"}]}},
                     },
                 },
                 "Job": {
@@ -115,6 +123,14 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
                                    "model_servers_alive": {"type": "integer", "minimum": 0},
                                    # Listed (names, hosts, pids) only to callers with an API key.
                                    "model_servers": {"type": "array", "items": {"type": "object"}}},
+                },
+                "NamedValue": {
+                    "type": "object", "required": ["name", "value", "unit"],
+                    "properties": {"name": {"type": "string"}, "value": {"type": "number"}, "unit": {"type": "string"}},
+                },
+                "Prediction": {
+                    "type": "object", "required": ["label", "probability"],
+                    "properties": {"label": {"type": "string"}, "probability": {"type": "number"}},
                 },
                 "Models": {
                     "type": "object",
@@ -150,7 +166,48 @@ def build_spec(max_top_k: int, default_top_k: int, max_upload_bytes: int) -> dic
     # (auth.py, web_page.py); GET / only its HTML, so it keeps the global alternatives.
     for path in PUBLIC_PATHS:
         spec["paths"][path]["get"]["security"] = []
+    for contract in features_models:
+        operation = _features_operation(contract, max_instances)
+        spec["paths"][f"/models/{contract.name}/predict"] = {"post": operation}
+        if contract.name == default_model:
+            spec["paths"]["/predict"] = {"post": operation}
     return spec
+
+
+def _features_operation(contract: ModelContract, max_instances: int) -> dict[str, Any]:
+    """POST of a features model: its instance schema, alone or as TensorFlow Serving's instances."""
+    instance = instance_schema(contract)
+    answer = ({"$ref": "#/components/schemas/NamedValue"} if contract.output_kind == "regression"
+              else {"$ref": "#/components/schemas/Prediction"})
+    one = {"type": "array", "items": answer}
+    return {
+        "summary": f"Predict with features model {contract.name} ({contract.output_kind})",
+        "parameters": [{"name": "async", "in": "query", "required": False,
+                        "description": "1: answer 202 at once with a job URL (one per instance)",
+                        "schema": {"type": "string", "enum": ["0", "1"]}}],
+        "requestBody": {
+            "required": True,
+            "description": "One instance (an object of the model's features), or {\"instances\": [...]} with up to "
+                           f"{max_instances} of them.",
+            "content": {"application/json": {
+                "schema": {"oneOf": [instance, {
+                    "type": "object", "required": ["instances"], "additionalProperties": False,
+                    "properties": {"instances": {"type": "array", "minItems": 1, "maxItems": max_instances,
+                                                 "items": instance}}}]},
+                "example": example_instance(contract)}},
+        },
+        "responses": {
+            "200": {"description": "The instance's prediction, or one list per instance.",
+                    "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["success", "predictions", "model", "version"],
+                        "properties": {"success": {"type": "boolean"}, "model": {"type": "string"},
+                                       "version": {"type": "string"},
+                                       "predictions": {"oneOf": [one, {"type": "array", "items": one}]}}}}}},
+            "202": {"description": "Accepted: fetch each answer from its status_url.",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+            **_errors(400, 413, 415, 500, 503, 504),
+        },
+    }
 
 
 PUBLIC_PATHS = ("/health", "/v2/health/live", "/docs", "/openapi.json")

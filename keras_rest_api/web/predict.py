@@ -7,6 +7,7 @@ rendered by web.errors.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any, Mapping
@@ -15,10 +16,12 @@ import redis
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from keras_rest_api.errors import BadRequest, GatewayTimeout, ModelNotFound, NoModelServer, NotFound, clip
+from keras_rest_api.errors import (BadRequest, GatewayTimeout, ModelNotFound, NoModelServer, NotFound, RequestTooLarge,
+                                   ServiceError, UnsupportedMediaType, clip)
 from keras_rest_api.ids import is_valid_job_id
-from keras_rest_api.queue.records import Result
+from keras_rest_api.queue.records import ModelContract, Result
 from keras_rest_api.web import auth
+from keras_rest_api.web.features import example_instance, instances_of, parse_json, predictions_json, rows_of
 from keras_rest_api.web.dataplane import DataPlane, check_answer, no_answer_message
 from keras_rest_api.web.errors import REDIS_UNAVAILABLE, log_redis_error
 from keras_rest_api.web.limits import check_upload_type
@@ -49,7 +52,9 @@ class PredictEndpoints:
             endpoints={
                 "POST /predict": "multipart field 'image' (or a raw image/* body); optional top_k; "
                                  "?async=1 or 'Prefer: respond-async' answers 202 with a job URL",
-                "POST /models/<name>/predict": "the same, with the newest ready version of that model",
+                "POST /models/<name>/predict": "the same, with the newest ready version of that model; a features "
+                                               "model takes application/json: one object of its named features, "
+                                               "or {\"instances\": [...]}",
                 "POST /models/<name>/versions/<version>/predict": "the same, with that version",
                 "GET /models": "every served model and version: state, servers, input contract",
                 "GET /result/<id>": "an asynchronous job's answer: 200, 202 while pending, 404 if unknown",
@@ -66,7 +71,23 @@ class PredictEndpoints:
 
     def openapi_document(self) -> Response:
         config = self.settings
-        return jsonify(build_spec(config["MAX_TOP_K"], config["DEFAULT_TOP_K"], config["MAX_UPLOAD_BYTES"]))
+        features, default = self._features_models()
+        return jsonify(build_spec(config["MAX_TOP_K"], config["DEFAULT_TOP_K"], config["MAX_UPLOAD_BYTES"],
+                                  features, default, config["MAX_INSTANCES"]))
+
+    def _features_models(self) -> tuple[list[ModelContract], str | None]:
+        """The newest version of each served features model, and the default model's name (for the
+        document; without Redis or model servers, the document describes the image routes alone)."""
+        try:
+            table = self.plane.served.models()
+            default = self.plane.served.default_name(table) if table else None
+        except redis.RedisError:
+            return [], None
+        except ServiceError:
+            default = None
+        newest = [max(versions.values(), key=lambda view: int(view.contract.version)).contract
+                  for _, versions in sorted(table.items())]
+        return [c for c in newest if c.takes_features], default
 
     def metrics_endpoint(self) -> Response:
         body = self.metrics.render(self.plane.queue, self.settings["HEARTBEAT_TTL"])
@@ -128,6 +149,8 @@ class PredictEndpoints:
         """POST /predict (the default model), /models/<name>/predict, /models/<name>/versions/<v>/predict."""
         config = self.settings
         contract = self.plane.resolve(name, version)
+        if contract.takes_features or request.mimetype == "application/json":
+            return self.predict_features(contract)
         # Refuse before reading and decoding the upload; the submit's atomic check still enforces the bound.
         self.plane.check_room(contract)
         # The form and the upload are parsed while the decode budget holds what that may cost.
@@ -164,6 +187,36 @@ class PredictEndpoints:
         response = _answer(answer)
         timing = {"decode": decode_ms, **answer.timing}
         timing["total"] = (time.perf_counter() - g.started) * 1000
+        response.headers["Server-Timing"] = _server_timing(timing)
+        return response
+
+    def predict_features(self, contract: ModelContract) -> tuple[Response, int] | Response:
+        """A features model's instances (JSON) through the same queue: one job per instance."""
+        config = self.settings
+        _check_features_request(contract)
+        # The body is read, parsed and checked while the decode budget holds what that may cost.
+        limit = config["MAX_JSON_BYTES"]
+        _refuse_json_over(limit)
+        declared = request.content_length if request.content_length is not None else limit
+        with self.plane.parsing(self.plane.parse_cost(declared, declared), _JSON_ADVICE):
+            body = parse_json(_json_bytes(limit), limit)
+            instances, single = instances_of(body, config["MAX_INSTANCES"])
+            del body
+            rows = rows_of(instances, contract)
+            del instances
+        self.plane.check_room(contract, len(rows))
+        top_k = min(_top_k(config), contract.classes)
+        if _wants_async():
+            timeout = config["ASYNC_TIMEOUT"]
+            jobs = self.plane.enqueue_rows(contract, rows, top_k, timeout, g.request_id, fetch_later=True,
+                                           pending_ttl=timeout + config["RESULT_TTL"], owner=auth.owner())
+            if single:
+                return _accepted(jobs[0].id)
+            return jsonify(success=True, jobs=[{"id": job.id, "status_url": f"/result/{job.id}"} for job in jobs]), 202
+        answers = self.plane.predict_rows(contract, rows, top_k, config["REQUEST_TIMEOUT"], g.request_id)
+        response = jsonify(success=True, predictions=predictions_json(answers, single),
+                           model=answers[0].model or contract.name, version=answers[0].version or contract.version)
+        timing = {**answers[0].timing, "total": (time.perf_counter() - g.started) * 1000}
         response.headers["Server-Timing"] = _server_timing(timing)
         return response
 
@@ -232,6 +285,7 @@ def _answer(answer: Result) -> Response:
     return jsonify(answer.as_response())
 
 
+_JSON_ADVICE = "Send fewer instances per request (MAX_INSTANCES), or several requests."
 _UPLOAD_ADVICE = "Send a smaller image."
 
 
@@ -246,6 +300,34 @@ def _top_k(config: Mapping[str, Any]) -> int:
     if not 1 <= value <= config["MAX_TOP_K"]:
         raise BadRequest(f"top_k must be an integer from 1 to {config['MAX_TOP_K']}, received {clip(raw)}.")
     return value
+
+
+def _check_features_request(contract: ModelContract) -> None:
+    """415 for a JSON body to an image model, or an upload to a features model, saying what to send."""
+    where = f"Model {contract.name!r} (version {contract.version})"
+    if not contract.takes_features:
+        raise UnsupportedMediaType(f"{where} classifies images: a body of type 'application/json' is for features "
+                                   "models. Send the image as multipart/form-data (curl -F image=@dog.jpg), or "
+                                   "the raw image bytes with Content-Type image/* or application/octet-stream.")
+    if request.mimetype != "application/json":
+        example = json.dumps(example_instance(contract))
+        raise UnsupportedMediaType(
+            f"{where} takes a JSON object of its features, not {request.mimetype or 'a body without a type'!r}: "
+            f"curl -H 'Content-Type: application/json' -d '{example[:300]}' .../models/{contract.name}/predict "
+            '(or {"instances": [...]} for several).')
+
+
+def _refuse_json_over(limit: int) -> None:
+    """413 for a JSON body declared longer than `limit`, before any byte of it is read."""
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestTooLarge(f"The JSON body is {request.content_length} bytes, more than MAX_JSON_BYTES={limit}. "
+                              "Send fewer instances per request.")
+
+
+def _json_bytes(limit: int) -> bytes:
+    """The JSON body, read only when its declared length is within `limit` (a streamed one is cut past it)."""
+    _refuse_json_over(limit)
+    return request.stream.read(limit + 1) if request.content_length is None else request.get_data(cache=False)
 
 
 def _upload_bytes(max_upload_bytes: int) -> bytes:

@@ -13,6 +13,14 @@ The model's tensors:
 - output `probabilities`, FP32 [N, classes]; with `"parameters": {"classification": k}` it is
   BYTES [N, k] of "score:index:label", highest first.
 
+A features model (models whose contract takes named features) takes instead either input
+`features`, FP32 (or FP64) [N, F]: the F feature values of each instance in the contract's order
+(a categorical feature as its vocabulary index), or one input per feature, named as the feature,
+shape [N] or [N, 1]: FP32/FP64/INT32/INT64 for a numeric feature, BYTES for a categorical one (its
+category); a feature with a default may be left out. Its output: `probabilities` [N, classes]
+(classification), `probability` [N, 1] (of the positive class), or `values` [N, outputs]
+(regression, in the contract's order). The metadata route lists them.
+
 Every image of a request goes through what /predict does: validation and decoding
 (imaging.decode_image), one job per image on the same Redis queue and batching, one deadline,
 503 when the queue is full: the data plane (web.dataplane) does it for both. Errors are a non-200
@@ -33,6 +41,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from keras_rest_api.errors import BadGateway, ModelNotFound, ProtocolError, RequestTooLarge, ServiceError, clip
 from keras_rest_api.queue.records import ModelContract, Result
 from keras_rest_api.web.dataplane import DataPlane
+from keras_rest_api.web.features import rows_of
 
 log = logging.getLogger("web.v2")
 
@@ -40,6 +49,10 @@ SERVER_NAME = "keras-rest-api"
 SERVER_VERSION = "1.0.0"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 IMAGE_INPUT, PIXELS_INPUT, OUTPUT = "image", "pixels", "probabilities"
+FEATURES_INPUT = "features"
+# A features model's output tensor, by its output kind.
+FEATURES_OUTPUTS = {"classification": OUTPUT, "probability": "probability", "regression": "values"}
+_NUMBER_TYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8")}
 # Images one request may carry: each becomes a job, and a request holds a web thread while all
 # of them are classified.
 MAX_BATCH = 64
@@ -87,6 +100,20 @@ def server_ready() -> tuple[Response, int]:
 
 def model_metadata(name: str, version: str | None) -> Response:
     model = find_model(name, version)
+    if model.takes_features:
+        return jsonify(
+            name=model.name,
+            versions=[m.version for m in served_models() if m.name == model.name],
+            platform="keras_keras",
+            inputs=[{"name": FEATURES_INPUT, "datatype": "FP32", "shape": [-1, len(model.features)]}] + [
+                {"name": f.name, "datatype": "BYTES" if f.type == "categorical" else "FP32", "shape": [-1, 1]}
+                for f in model.features],
+            outputs=[{"name": output_name(model), "datatype": "FP32", "shape": [-1, model.classes]}],
+            parameters={"feature_order": [f.name for f in model.features],
+                        "categories": {f.name: list(f.vocabulary) for f in model.features if f.type == "categorical"},
+                        "output_kind": model.output_kind,
+                        "output_names": [o.name for o in model.outputs] or None},
+        )
     return jsonify(
         name=model.name,
         versions=[m.version for m in served_models() if m.name == model.name],
@@ -151,9 +178,16 @@ class InferRequest:
     pixels: list[np.ndarray] | None  # the pixels themselves
 
 
+def output_name(model: ModelContract) -> str:
+    """The name of `model`'s output tensor."""
+    return FEATURES_OUTPUTS[model.output_kind] if model.takes_features else OUTPUT
+
+
 def infer(name: str, version: str | None) -> Response:
     plane = _plane()
     model = find_model(name, version)
+    if model.takes_features:
+        return _infer_features(plane, model)
     parsed = _parse_infer(plane, model)
     # The parse's reservation is released: each image reserves its own decode cost.
     images = parsed.pixels if parsed.files is None else [_decode(data, n, model) for n, data in enumerate(parsed.files)]
@@ -171,11 +205,7 @@ def _parse_infer(plane: DataPlane, model: ModelContract) -> InferRequest:
 
     The JSON part is capped (MAX_JSON_BYTES) from its declared length before any byte is read.
     """
-    if request.headers.get("Inference-Header-Content-Length") is None:  # all JSON
-        body_bytes = json_bytes = _json_body_length("The inference request")
-    else:
-        body_bytes, json_bytes = request.content_length, _declared_header_length()
-    with plane.parsing(plane.parse_cost(body_bytes, json_bytes), _JSON_ADVICE):
+    with plane.parsing(plane.parse_cost(*_declared_lengths()), _JSON_ADVICE):
         header, binary = _split_body()
         inputs, outputs = _tensors(header, model)
         batch = inputs.shape[0] if inputs.shape else 0
@@ -186,6 +216,15 @@ def _parse_infer(plane: DataPlane, model: ModelContract) -> InferRequest:
         request_id = header["id"] if isinstance(header.get("id"), str) else None
         inputs.data = None
         return InferRequest(inputs, outputs, timeout, request_id, files, pixels)
+
+
+def _declared_lengths() -> tuple[int | None, int]:
+    """The body's length and its JSON part's, as declared: 413 when the JSON part is over
+    MAX_JSON_BYTES, before any byte is read."""
+    if request.headers.get("Inference-Header-Content-Length") is None:  # all JSON
+        length = _json_body_length("The inference request")
+        return length, length
+    return request.content_length, _declared_header_length()
 
 
 _JSON_ADVICE = ("Send the tensors as binary tensor data (tritonclient's binary_data=True, with "
@@ -231,6 +270,128 @@ def _refuse_json_over_cap(length: int | None, what: str) -> None:
     if length is not None and length > limit:
         raise RequestTooLarge(f"{what} has {length} bytes of JSON; this server parses at most {limit} "
                               f"(MAX_JSON_BYTES). {_JSON_ADVICE}")
+
+
+def _infer_features(plane: DataPlane, model: ModelContract) -> Response:
+    """A features model's request: its tensors checked as /predict checks instances, one job per
+    row; read, parsed and checked while the decode budget holds what that may cost."""
+    with plane.parsing(plane.parse_cost(*_declared_lengths()), _JSON_ADVICE):
+        header, binary = _split_body()
+        outputs = _outputs(header, model)
+        if model.output_kind == "regression" and any(output.classification for output in outputs):
+            raise ProtocolError(f"Model {model.name!r} is a regression model: the classification parameter does "
+                                "not apply to its output 'values'.")
+        rows = _feature_rows(header, binary, model)
+        plane.check_room(model, len(rows))
+        timeout = _timeout(header.get("parameters") or {}, plane.request_timeout)
+        request_id = header["id"] if isinstance(header.get("id"), str) else None
+        del header, binary
+    top_k = max([output.classification for output in outputs] + [1])
+    answers = plane.predict_rows(model, rows, top_k, timeout, g.request_id, full_output=True)
+    if any(answer.probabilities is None for answer in answers):
+        raise BadGateway("The model server answered without the full output; upgrade it.")
+    return _infer_response(request_id, model, outputs, answers)
+
+
+def _feature_rows(header: dict[str, Any], binary: bytes, model: ModelContract) -> list[np.ndarray]:
+    inputs = header.get("inputs")
+    names = [f.name for f in model.features]
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
+        raise ProtocolError(f"'inputs' must hold input {FEATURES_INPUT!r} (FP32 [N, {len(names)}], the features in "
+                            f"order: {', '.join(names)[:300]}) or one input per feature, named as the feature.")
+    tensors = _feature_tensors(inputs, binary)
+    if len(tensors) == 1 and tensors[0][0] == FEATURES_INPUT and FEATURES_INPUT not in names:
+        name, datatype, shape, values = tensors[0]
+        if datatype not in ("FP32", "FP64") or len(shape) != 2 or shape[1] != len(names):
+            raise ProtocolError(f"Input {FEATURES_INPUT!r} must be FP32 (or FP64) [N, {len(names)}]: each row the "
+                                f"features in order ({', '.join(names)[:300]}); received {datatype} {shape}.")
+        batch = shape[0]
+        _check_batch(batch, shape)
+        table = np.asarray(values, dtype=np.float64).reshape(batch, len(names))
+        # A categorical column holds the category's index: give rows_of the category itself.
+        instances = [{f.name: (_category(f, value) if f.type == "categorical" else value)
+                      for f, value in zip(model.features, row.tolist())} for row in table]
+        return rows_of(instances, model)
+    batch = None
+    columns: dict[str, list[Any]] = {}
+    for name, datatype, shape, values in tensors:
+        feature = next((f for f in model.features if f.name == name), None)
+        if feature is None:
+            raise ProtocolError(f"Unknown input {clip(name)}: model {model.name!r} takes {FEATURES_INPUT!r} or one input "
+                                f"per feature: {', '.join(names)[:300]}.")
+        wanted = ("BYTES",) if feature.type == "categorical" else tuple(_NUMBER_TYPES)
+        if datatype not in wanted:
+            raise ProtocolError(f"Input {clip(name)} must have datatype {' or '.join(wanted)}, received {clip(datatype)}.")
+        if not shape or len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise ProtocolError(f"Input {clip(name)} must have shape [N] or [N, 1], one value per instance; "
+                                f"received {shape}.")
+        if batch is not None and shape[0] != batch:
+            raise ProtocolError(f"Every input must have the same batch size: {clip(name)} has {shape[0]}, another "
+                                f"{batch}.")
+        batch = shape[0]
+        _check_batch(batch, shape)
+        if len(values) != batch:
+            raise ProtocolError(f"Input {clip(name)} has shape {shape} but holds {len(values)} values.")
+        columns[name] = values
+    return rows_of([{name: column[i] for name, column in columns.items()} for i in range(batch or 0)], model)
+
+
+def _category(feature: Any, value: float) -> Any:
+    """The category a categorical column's index names (an index out of range stays a number: a field error)."""
+    if value == int(value) and 0 <= value < len(feature.vocabulary):
+        return feature.vocabulary[int(value)]
+    return value
+
+
+def _check_batch(batch: int, shape: list[int]) -> None:
+    limit = min(current_app.config["MAX_INSTANCES"], _plane().max_queue_length)
+    if not 1 <= batch <= limit:
+        raise ProtocolError(f"The first dimension is the batch, from 1 to {limit} instances; received shape {shape}.")
+
+
+def _feature_tensors(inputs: list[dict[str, Any]], binary: bytes) -> list[tuple[str, str, list[int], list[Any]]]:
+    """Each input's (name, datatype, shape, flat values), its binary data cut from `binary` in order."""
+    tensors, offset = [], 0
+    for tensor in inputs:
+        name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+        if not isinstance(name, str) or datatype not in (*_NUMBER_TYPES, "BYTES"):
+            raise ProtocolError(f"Each input needs a name and a datatype of {', '.join([*_NUMBER_TYPES, 'BYTES'])}; "
+                                f"received name {clip(name)}, datatype {clip(datatype)}.")
+        if (not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                    for n in shape) or len(shape) > 2):
+            raise ProtocolError(f"Input {clip(name)}: 'shape' must be a list of at most 2 non-negative integers, "
+                                f"received {clip(shape)}.")
+        parameters = tensor.get("parameters") or {}
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            if "data" not in tensor:
+                raise ProtocolError(f"Input {clip(name)} has neither 'data' nor a binary_data_size parameter.")
+            values = list(_flatten(tensor["data"]))
+        else:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+                raise ProtocolError(f"Input {clip(name)}: binary_data_size {clip(size)} does not fit the {len(binary) - offset} "
+                                    "bytes of binary data left after the JSON header.")
+            chunk = binary[offset:offset + size]
+            offset += size
+            if datatype == "BYTES":
+                values = [element.decode("utf-8", "replace") for element in _bytes_elements(chunk)]
+            else:
+                dtype = _NUMBER_TYPES[datatype]
+                if len(chunk) % dtype.itemsize:
+                    raise ProtocolError(f"Input {clip(name)}: {len(chunk)} bytes is not a whole number of {datatype}.")
+                values = np.frombuffer(chunk, dtype=dtype).tolist()
+        if datatype != "BYTES" and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ProtocolError(f"Input {clip(name)} ({datatype}): 'data' must hold numbers only.")
+        if int(np.prod(shape)) != len(values):
+            raise ProtocolError(f"Input {clip(name)} has shape {shape} ({int(np.prod(shape))} values) but holds "
+                                f"{len(values)}.")
+        tensors.append((name, datatype, shape, values))
+    if offset != len(binary):
+        raise ProtocolError(f"{len(binary) - offset} bytes of binary data follow the inputs' binary_data_size.")
+    names = [t[0] for t in tensors]
+    if len(set(names)) != len(names):
+        raise ProtocolError("An input is named twice; send each input once.")
+    return tensors
 
 
 def _max_batch() -> int:
@@ -331,13 +492,14 @@ def _outputs(header: dict[str, Any], model: ModelContract) -> list[RequestedOutp
     if not isinstance(requested, list):
         raise ProtocolError("'outputs' must be a list of requested outputs.")
     outputs = []
+    expected = output_name(model)
     for item in requested:
         name = item.get("name") if isinstance(item, dict) else None
-        if name != OUTPUT:
-            raise ProtocolError(f"Unknown output {clip(name)}: this model has one output, {OUTPUT!r}.")
+        if name != expected:
+            raise ProtocolError(f"Unknown output {clip(name)}: this model has one output, {expected!r}.")
         options = item.get("parameters") or {}
         if not isinstance(options, dict):
-            raise ProtocolError(f"Output {OUTPUT!r}: 'parameters' must be an object.")
+            raise ProtocolError(f"Output {expected!r}: 'parameters' must be an object.")
         if "shared_memory_region" in options:
             raise ProtocolError("Shared-memory outputs are not supported: ask for the data in the response.")
         count = options.get("classification", 0)
@@ -480,14 +642,14 @@ def _infer_response(request_id: str | None, model: ModelContract, outputs: Seque
         if output.classification:
             k = output.classification
             elements = [f"{p.probability}:{p.index}:{p.label}" for answer in answers for p in answer.predictions[:k]]
-            tensor: dict[str, Any] = {"name": OUTPUT, "datatype": "BYTES", "shape": [batch, k]}
+            tensor: dict[str, Any] = {"name": output_name(model), "datatype": "BYTES", "shape": [batch, k]}
             if output.binary:
                 blob = b"".join(_LENGTH.pack(len(e)) + e for e in (element.encode() for element in elements))
             else:
                 tensor["data"] = elements
         else:
             probabilities = np.asarray([answer.probabilities for answer in answers], dtype=np.float32)
-            tensor = {"name": OUTPUT, "datatype": "FP32", "shape": list(probabilities.shape)}
+            tensor = {"name": output_name(model), "datatype": "FP32", "shape": list(probabilities.shape)}
             if output.binary:
                 blob = probabilities.astype("<f4").tobytes()
             else:

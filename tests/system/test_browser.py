@@ -22,6 +22,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from keras_rest_api.imaging.decode import decode_image
 from keras_rest_api.models import load_model
+from keras_rest_api.models import open_repository
+from tests.support.features_model import churn_row, write_churn_model
 from tests.support.harness import PROJECT, Stack, running_stack
 
 pytestmark = pytest.mark.e2e
@@ -82,6 +84,27 @@ def two_models_stack(tmp_path_factory, tiny_model_files, colours_model_files):
     root.chmod(0o755)
     yield from running(root.parent, {"MODEL_REPOSITORY": str(root), "MODEL": "tiny,colours",
                                      "DEFAULT_MODEL": "tiny", "KEY_PREFIX": "browser2"})
+
+
+@pytest.fixture(scope="module")
+def features_repository(tmp_path_factory, tiny_model_files) -> Path:
+    """A repository of an image model, `tiny` (the default), and a features model, `churn`."""
+    root = tmp_path_factory.mktemp("features-page") / "repository"
+    (root / "tiny" / "1").mkdir(parents=True)
+    shutil.copy(tiny_model_files["MODEL"], root / "tiny" / "1" / "model.keras")
+    shutil.copy(tiny_model_files["MODEL_LABELS"], root / "tiny" / "labels.txt")
+    (root / "tiny" / "config.json").write_text(REPOSITORY_CONFIG)
+    write_churn_model(root)
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+@pytest.fixture(scope="module")
+def features_stack(features_repository):
+    yield from running(features_repository.parent, {"MODEL_REPOSITORY": str(features_repository),
+                                                    "MODEL": "tiny,churn", "DEFAULT_MODEL": "tiny",
+                                                    "KEY_PREFIX": "browser4"})
 
 
 @pytest.fixture(scope="module")
@@ -288,3 +311,45 @@ def test_pages_carry_security_headers_and_json_clients_still_get_json(stack):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "POST /predict" in requests.get(stack.url + "/", timeout=5).json()["endpoints"]
     assert "POST /predict" in requests.get(stack.url + "/api", headers={"Accept": "text/html"}, timeout=5).json()["endpoints"]
+
+
+def test_a_features_model_gets_a_form_from_its_contract_and_answers_it(features_stack, features_repository, browser):
+    browser.get_log("browser")
+    browser.get(features_stack.url + "/")
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "status"), "Serving"))
+    Select(browser.find_element(By.ID, "model")).select_by_visible_text("tiny (version 1)")
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "status"), "Choose a photo"))
+    assert browser.find_element(By.ID, "drop").is_displayed()
+    assert not browser.find_element(By.ID, "features-form").is_displayed()
+    Select(browser.find_element(By.ID, "model")).select_by_visible_text("churn (version 1)")
+    wait(browser, expected_conditions.visibility_of_element_located((By.ID, "features-form")))
+    assert not browser.find_element(By.ID, "drop").is_displayed()
+    fields = browser.find_elements(By.CSS_SELECTOR, "#fields input, #fields select")
+    assert [field.get_attribute("name") for field in fields] == ["age", "income", "region", "plan"]
+    assert browser.find_element(By.ID, "feature-age").get_attribute("max") == "120"
+    assert [o.text for o in Select(browser.find_element(By.ID, "feature-plan")).options] == ["(choose)", "basic", "gold"]
+
+    # A value out of the declared range: the service's field error is shown.
+    browser.find_element(By.ID, "feature-age").send_keys("130")
+    Select(browser.find_element(By.ID, "feature-region")).select_by_visible_text("south")
+    Select(browser.find_element(By.ID, "feature-plan")).select_by_visible_text("gold")
+    browser.find_element(By.ID, "predict").click()
+    error = wait(browser, expected_conditions.visibility_of_element_located((By.ID, "error")))
+    assert "'age'" in error.text and "outside" in error.text
+    assert not csp_violations(browser)[1:]  # the one logged line is that 400 itself
+
+    age = browser.find_element(By.ID, "feature-age")
+    age.clear()
+    age.send_keys("52")  # income left empty: its default stands in
+    browser.find_element(By.ID, "predict").click()
+    wait(browser, expected_conditions.visibility_of_element_located((By.ID, "result")))
+    labels, values = shown_predictions(browser)
+    churn = open_repository({"MODEL_REPOSITORY": str(features_repository), "BATCH_SIZE": 8, "BATCH_WAIT_MS": 0,
+                             "FEATURES_BATCH_SIZE": 256, "MODEL_PRECISION": "float32"}).load("churn", "1")
+    expected = float(churn.predict(churn_row({"age": 52, "region": "south", "plan": "gold"}))[0, 0])
+    assert labels == ["churn"]
+    assert values[0] == pytest.approx(expected, abs=0.0006)  # shown to 0.1 %
+    assert browser.find_element(By.ID, "model-used").text == "churn v1"
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    assert not csp_violations(browser)
+    screenshot(browser, "page-features.png")

@@ -44,6 +44,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/predict":
             self._reply(404, b'{"success": false, "error": "not found"}')
             return
+        if self.headers.get("Content-Type") == "application/json":  # a features model's instance
+            with srv.lock:
+                srv.bodies.append(json.loads(payload))
+            # A batch API (BentoML) answers a list: one answer per instance sent.
+            answers = {"list": [json.loads(GOOD_BODY)], "badlist": [json.loads(GOOD_BODY), {"success": False}]}
+            self._reply(200, json.dumps(answers[srv.mode]).encode() if srv.mode in answers else GOOD_BODY)
+            return
         if b'name="image"' not in payload:
             self._reply(400, b'{"success": false, "error": "no image field"}')
             return
@@ -68,6 +75,7 @@ class _Server(ThreadingHTTPServer):
         self.count = 0
         self.mode = "ok"
         self.delay = 0.0
+        self.bodies: list[object] = []
 
     @property
     def url(self) -> str:
@@ -293,3 +301,28 @@ def test_main_rejects_mixed_modes(image):
     with pytest.raises(SystemExit) as exc:
         stress.main(["--image", str(image), "--concurrency", "2", "--requests", "5"])
     assert exc.value.code == 2
+
+
+def test_a_json_body_floods_a_features_model_with_that_json(server, tmp_path, capsys):
+    instance = {"age": 48, "sex": "2", "bmi": 27.5}
+    body = tmp_path / "patient.json"
+    body.write_text(json.dumps(instance))
+    assert stress.main([server.url, "--body", str(body), "--requests", "5", "--interval", "0", "--quiet"]) == 0
+    assert server.bodies == [instance] * 5
+    assert "5" in capsys.readouterr().out
+
+
+def test_a_body_that_is_not_json_is_refused_before_sending(server, tmp_path, capsys):
+    body = tmp_path / "patient.json"
+    body.write_text("{age: 48")
+    assert stress.main([server.url, "--body", str(body), "--requests", "1", "--quiet"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err and server.count == 0
+
+
+@pytest.mark.parametrize("mode, failed", [("list", 0), ("badlist", 2)])
+def test_a_batch_apis_list_answer_to_a_json_body_is_good_only_when_every_item_is(server, tmp_path, mode, failed):
+    server.mode = mode
+    body = tmp_path / "one.json"
+    body.write_text('{"instances": [{"age": 1}]}')
+    summary = stress.run_flood(server.url, body, requests_total=2, interval=0)
+    assert summary["ok"] == 2 - failed and summary["failed"] == failed

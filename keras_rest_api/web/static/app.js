@@ -2,6 +2,11 @@
 // to the Open Inference Protocol's infer route as one encoded image in binary form, and shows
 // the classification extension's top labels. Nothing here loads from another site.
 //
+// A features model (its contract, from GET /models/<name>, takes named features) gets a form
+// generated from that contract instead: a number field per numeric feature (its range as
+// min/max), a list per categorical one; the form posts one JSON instance to the model's
+// predict route and shows the probability or the named values it answers.
+//
 // When the service requires API keys (a call answers 401 with WWW-Authenticate: Bearer), the page
 // asks for one and sends it as `Authorization: Bearer` on its calls. The key is kept in
 // sessionStorage (this tab, until it is closed): never in the URL, localStorage or a cookie.
@@ -71,9 +76,120 @@ async function loadModels() {
     return option;
   }));
   $("chooser").hidden = models.length < 2;
-  $("status").textContent = models.length
-    ? `Serving ${models.map((m) => `${m.name} v${m.version}`).join(", ")}. Choose a photo.`
-    : "No model is being served right now: start a model server, then reload this page.";
+  $("status").textContent = models.length ? serving() : "No model is being served right now: start a model "
+    + "server, then reload this page.";
+  await showModel();
+}
+
+function serving() {
+  const next = contract ? "Fill in the features and press Predict." : "Choose a photo.";
+  return `Serving ${models.map((m) => `${m.name} v${m.version}`).join(", ")}. ${next}`;
+}
+
+let contract = null;  // the chosen model's contract when it takes features, else null
+
+// The chosen model's contract decides the input: the photo drop, or a form of its features.
+async function showModel() {
+  const model = models[Number($("model").value)];
+  contract = null;
+  $("result").hidden = true;
+  if (model) {
+    try {
+      const described = await call(`/models/${encodeURIComponent(model.name)}`);
+      const version = described.versions.find((v) => v.version === model.version);
+      if (version && version.contract.input_kind === "features") contract = version.contract;
+    } catch (error) {
+      showError(`Could not read the model's contract: ${error.message}`);
+    }
+  }
+  $("drop").hidden = contract !== null;
+  $("features-form").hidden = contract === null;
+  if (contract) buildForm(contract);
+  if (models.length) $("status").textContent = serving();
+}
+
+function buildForm(described) {
+  $("features-note").textContent = `${described.name} takes ${described.features.length} features; `
+    + "fields with a default may be left empty.";
+  $("fields").replaceChildren(...described.features.map((feature) => {
+    const row = document.createElement("p");
+    const label = document.createElement("label");
+    label.htmlFor = `feature-${feature.name}`;
+    label.textContent = feature.unit ? `${feature.name} (${feature.unit})` : feature.name;
+    let input;
+    if (feature.type === "categorical") {
+      input = document.createElement("select");
+      const choices = feature.default === null ? [""].concat(feature.vocabulary) : feature.vocabulary;
+      input.append(...choices.map((value) => {
+        const option = document.createElement("option");
+        option.value = value;
+        option.textContent = value || "(choose)";
+        option.selected = value === feature.default;
+        return option;
+      }));
+    } else {
+      input = document.createElement("input");
+      input.type = "number";
+      input.step = "any";
+      if (feature.low !== null) input.min = String(feature.low);
+      if (feature.high !== null) input.max = String(feature.high);
+      if (feature.default !== null) input.placeholder = `default ${feature.default}`;
+      else if (feature.normalization === "mean_std") input.placeholder = `e.g. ${Number(feature.mean.toFixed(4))}`;
+    }
+    input.id = `feature-${feature.name}`;
+    input.name = feature.name;
+    input.dataset.kind = feature.type;
+    row.append(label, input);
+    return row;
+  }));
+}
+
+// One JSON instance from the form: empty fields are left out (a default stands in, or the
+// service says which required field is missing).
+function instance() {
+  const values = {};
+  for (const input of $("fields").querySelectorAll("input, select")) {
+    if (input.value === "") continue;
+    values[input.name] = input.dataset.kind === "categorical" ? input.value : Number(input.value);
+  }
+  return values;
+}
+
+async function predictFeatures() {
+  hideError();
+  $("result").hidden = true;
+  const model = models[Number($("model").value)];
+  const path = `/models/${encodeURIComponent(model.name)}/versions/${encodeURIComponent(model.version)}/predict`;
+  $("status").textContent = `Asking ${model.name}…`;
+  try {
+    const answer = await call(path, {
+      method: "POST", body: JSON.stringify(instance()), headers: { "Content-Type": "application/json" },
+    });
+    const used = `${answer.model} v${answer.version}`;
+    if (answer.predictions.length && "value" in answer.predictions[0]) showValues(answer.predictions, used);
+    else showPredictions(answer.predictions.map((p) => `${p.probability}::${p.label}`), used, "Prediction");
+    $("status").textContent = "Done.";
+  } catch (error) {
+    showError(error.message);
+    $("status").textContent = "Not predicted: fix the fields the message names.";
+  }
+}
+
+function showValues(values, modelName) {
+  $("predictions").replaceChildren(...values.map((item) => {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "label";
+    name.textContent = item.name;
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = `${Number(item.value.toPrecision(6))} ${item.unit}`.trim();
+    li.append(name, value);
+    return li;
+  }));
+  $("result-title").textContent = "Predicted values";
+  $("model-used").textContent = modelName;
+  $("result").hidden = false;
 }
 
 function modelPath(model) {
@@ -114,7 +230,8 @@ async function classify(file) {
   }
 }
 
-function showPredictions(elements, modelName) {
+function showPredictions(elements, modelName, title = "Top labels") {
+  $("result-title").textContent = title;
   const items = elements.map((element) => {
     // "score:index:label"; a label may itself contain colons.
     const [score, , ...label] = element.split(":");
@@ -173,6 +290,11 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     drop.classList.remove("over");
     take(event.dataTransfer.files[0]);
+  });
+  $("model").addEventListener("change", () => showModel());
+  $("features-form").addEventListener("submit", (event) => {
+    event.preventDefault();  // sent as JSON by fetch, not as a form submission
+    predictFeatures();
   });
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();  // the key never goes into a URL or a form submission
