@@ -56,8 +56,8 @@ def instances_of(body: Any, max_instances: int) -> tuple[list[Any], bool]:
         if not isinstance(instances, list) or not instances:
             raise BadRequest('"instances" must be a non-empty list of instances (objects of the model\'s features).')
         if len(instances) > max_instances:
-            raise ServiceError(f"{len(instances)} instances in one request; at most MAX_INSTANCES={max_instances}. "
-                               "Split them over several requests.", status=413)
+            raise RequestTooLarge(f"{len(instances)} instances in one request; at most MAX_INSTANCES={max_instances}. "
+                                  "Split them over several requests.")
         return instances, False
     if isinstance(body, dict):
         return [body], True
