@@ -95,6 +95,10 @@ def _declared_parameters(config: Any, path: str) -> int:
     # Variables made in a stateless scope are queued for initialisation at the next scope exit
     # that initialises; the queue is put back as it was, so this build's never are.
     queued = list(global_state.get_global_attribute("uninitialized_variables") or [])
+    if isinstance(config, dict):
+        # The structure alone: a compiled model's optimizer (compile_config) would be built too,
+        # and its variables cannot be made in a stateless scope. It is not loaded for serving.
+        config = {key: value for key, value in config.items() if key != "compile_config"}
     try:
         with keras.StatelessScope(initialize_variables=False):
             model = keras.saving.deserialize_keras_object(config, safe_mode=True)

@@ -95,6 +95,20 @@ def test_the_declared_count_is_exact_for_a_real_model(tiny_model_files: dict[str
     assert check_declared_size(tiny_model_files["MODEL"], 10**9, 2**20) == model.count_params()
 
 
+def test_a_model_saved_compiled_and_trained_is_counted_without_its_optimizer(tmp_path: Path) -> None:
+    """What model.fit then model.save writes (the examples' way): its compile_config names an
+    optimizer, which the size check must not try to build."""
+    import numpy as np
+
+    inputs = keras.Input(shape=(5,))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dense(16)(inputs)))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.fit(np.zeros((4, 5)), np.zeros((4, 1)), verbose=0)
+    path = tmp_path / "trained.keras"
+    model.save(path)
+    assert check_declared_size(str(path), 10**9, 2**20) == model.count_params() == 113
+
+
 def test_the_limits_are_settings(tiny_model_files: dict[str, str]) -> None:
     with pytest.raises(ModelTooLarge, match=r"more than MAX_MODEL_PARAMETERS \(100\)"):
         load_model({**tiny_model_files, "MAX_MODEL_PARAMETERS": 100})
