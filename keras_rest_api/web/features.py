@@ -100,7 +100,7 @@ def _row(instance: Any, contract: ModelContract) -> tuple[np.ndarray, list[dict[
     problems = []
     names = {f.name for f in features}
     for name in sorted(k for k in instance if k not in names)[:10]:
-        problems.append(_problem(clip(name, 64), "unknown_field",
+        problems.append(_problem(str(name)[:64], "unknown_field",
                                  f"the model takes no field {clip(name)}; its features are "
                                  f"{', '.join(sorted(names))[:300]}."))
     for i, feature in enumerate(features):

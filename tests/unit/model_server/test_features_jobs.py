@@ -25,17 +25,28 @@ def churn(tmp_path_factory: pytest.TempPathFactory):
                             "FEATURES_BATCH_SIZE": 256, "MODEL_PRECISION": "float32"}).load("churn", "1")
 
 
+def churn_queue(config: dict) -> JobQueue:
+    return JobQueue(connect(config["REDIS_URL"], 1.0, 10.0, **client_options(config)),
+                    Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), "servers").for_model("churn", "1")
+
+
 @pytest.fixture()
-def queue(config, redis_client) -> JobQueue:
-    q = JobQueue(connect(config["REDIS_URL"], 1.0, 10.0, **client_options(config)), Keys(config["KEY_PREFIX"], "q"),
-                 "servers").for_model("churn", "1")
+def queue(model_server_config, redis_client) -> JobQueue:
+    """The churn queue as the model server's ACL user sees it."""
+    q = churn_queue(model_server_config)
     q.ensure_group()
     return q
 
 
 @pytest.fixture()
-def server(queue, churn, config) -> ModelServer:
-    return ModelServer(queue, churn, {**config, "BATCH_SIZE": 4, "BATCH_WAIT_MS": 0, "QUEUE_BLOCK_MS": 200,
+def web(config, queue) -> JobQueue:
+    """The same queue as the web tier's ACL user: it submits and waits for answers."""
+    return churn_queue(config)
+
+
+@pytest.fixture()
+def server(queue, churn, model_server_config) -> ModelServer:
+    return ModelServer(queue, churn, {**model_server_config, "BATCH_SIZE": 4, "BATCH_WAIT_MS": 0, "QUEUE_BLOCK_MS": 200,
                                       "CLAIM_IDLE_MS": 1000, "MAX_DELIVERIES": 2}, name="ms-features")
 
 
@@ -44,14 +55,14 @@ def row_job(n: int, row: list[float]) -> Job:
                deadline=time.time() + 10)
 
 
-def test_rows_are_batched_past_batch_size_and_answered_with_the_positive_class(queue, server, churn):
+def test_rows_are_batched_past_batch_size_and_answered_with_the_positive_class(web, server, churn):
     rows = [[20 + n, 500, n % 3, n % 2] for n in range(20)]
     for n, row in enumerate(rows):
-        queue.submit(row_job(n, row), max_length=100)
+        web.submit(row_job(n, row), max_length=100)
     server.run(burst=True)
     expected = churn.predict(np.array(rows, dtype=np.float64))[:, 0]
     for n in range(20):
-        result = queue.wait_result(f"row-{n}", timeout=1)
+        result = web.wait_result(f"row-{n}", timeout=1)
         assert result.success and result.predictions[0].label == "churn"
         assert result.predictions[0].probability == pytest.approx(float(expected[n]), abs=1e-6)
     assert server.batch_sizes == {20: 1}  # one batch: the contract's 64, not the server's BATCH_SIZE of 4
@@ -63,20 +74,20 @@ def test_rows_are_batched_past_batch_size_and_answered_with_the_positive_class(q
     ([50, 500, 0, 0.5], "feature 'plan': category index 0.5 is outside 0..1"),
     ([50, 500, 0], "the row has 3 values but model churn takes 4 features"),
 ])
-def test_a_row_that_does_not_fit_the_contract_is_answered_400_and_the_batch_goes_on(queue, server, row, problem):
-    queue.submit(row_job(0, row), max_length=100)
-    queue.submit(row_job(1, [50, 500, 0, 0]), max_length=100)
+def test_a_row_that_does_not_fit_the_contract_is_answered_400_and_the_batch_goes_on(web, server, row, problem):
+    web.submit(row_job(0, row), max_length=100)
+    web.submit(row_job(1, [50, 500, 0, 0]), max_length=100)
     server.run(burst=True)
-    refused = queue.wait_result("row-0", timeout=1)
+    refused = web.wait_result("row-0", timeout=1)
     assert refused.success is False and refused.status == 400 and problem in refused.error
-    assert queue.wait_result("row-1", timeout=1).success is True
+    assert web.wait_result("row-1", timeout=1).success is True
 
 
-def test_an_image_job_on_a_features_models_queue_is_answered_503(queue, server):
+def test_an_image_job_on_a_features_models_queue_is_answered_503(web, server):
     image = Job(id="image-0", pixels=np.zeros((1, 1, 3), dtype=np.uint8), top_k=1, deadline=time.time() + 10)
-    queue.submit(image, max_length=100)
+    web.submit(image, max_length=100)
     server.run(burst=True)
-    answer = queue.wait_result("image-0", timeout=1)
+    answer = web.wait_result("image-0", timeout=1)
     assert answer.success is False and answer.status == 503 and "another kind of model" in answer.error
 
 

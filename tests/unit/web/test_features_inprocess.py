@@ -31,8 +31,9 @@ def churn(churn_repository: Path, web_config: dict[str, Any]):
 
 
 @pytest.fixture()
-def features_server(web_config, churn, redis_client) -> Iterator[ModelServer]:
-    server = ModelServer(make_queue(web_config), churn, web_config)
+def features_server(model_server_web_config, churn, redis_client) -> Iterator[ModelServer]:
+    """The churn model served by a real ModelServer, connected as the model server's ACL user."""
+    server = ModelServer(make_queue(model_server_web_config), churn, model_server_web_config)
     server.warm_up()
     server.announce()
     thread = threading.Thread(target=server.run, name="model-server", daemon=True)
