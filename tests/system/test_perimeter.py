@@ -31,7 +31,9 @@ INFER = "/v2/models/tiny/infer"
 def stack(tmp_path_factory, tiny_model_files):
     settings = {**tiny_model_files, "KEY_PREFIX": "perimeter", "API_KEYS": f"alice:{ALICE},bob:{BOB}",
                 "WSGI_PROCESSES": 1, "WSGI_THREADS": 8, "REQUEST_TIMEOUT": 10, "MAX_QUEUE_LENGTH": 20,
-                "DECODE_MEMORY_BUDGET": 256 * MIB, "DECODE_WAIT_MS": 500, "QUEUE_BLOCK_MS": 200}
+                "DECODE_MEMORY_BUDGET": 256 * MIB, "DECODE_WAIT_MS": 500, "QUEUE_BLOCK_MS": 200,
+                # Every route asks Redis itself (test_a_redis_that_refuses...): no cached model list.
+                "METADATA_CACHE_SECONDS": 0}
     with running_stack(tmp_path_factory.mktemp("perimeter"), settings) as s:
         yield s
 
