@@ -1,0 +1,19 @@
+#!/bin/sh
+# Redis for the containers: Debian's redis-server with the service's ACL users (the default
+# user off; web, model_server and admin, each limited to its own commands and keys), their
+# passwords from the secrets mounted in /run/secrets (REDIS_SECRETS_DIR), persistence in /data
+# (an append-only file and snapshots). Runs as the image's `redis` user.
+set -eu
+secrets="${REDIS_SECRETS_DIR:-/run/secrets}"
+work="$(mktemp -d)"
+for role in web model_server admin; do
+  source="$secrets/redis_${role}_password"
+  [ -r "$source" ] || { echo "redis.sh: $source is missing or unreadable; mount the $role password there" >&2; exit 2; }
+  cp "$source" "$work/$role.password"
+done
+# prepare hashes the passwords into users.acl (no password is left in redis.conf or argv).
+eval "$(APACHE_GROUP="$(id -gn)" keras-rest-api-redis-users prepare --dir "$work" --data-dir /data \
+  --port "${REDIS_PORT:-6379}" --bind 0.0.0.0)"
+rm -f "$work"/*.password
+exec redis-server "$redis_conf" --appendonly yes --appendfsync everysec --save "300 1 60 1000" \
+  --loglevel notice --bind "0.0.0.0 -::*"
