@@ -14,8 +14,8 @@ case "${1:-health}" in
     fi
     if [ -n "$key" ]; then
       # The key through a header file on stdin, not the command line (visible in ps).
-      printf 'Authorization: Bearer %s\n' "$key" | exec curl -fsS -o /dev/null --max-time 3 -H @- "$url/ready"
+      printf 'Authorization: Bearer %s\n' "$key" | exec curl -fsS -o /dev/null --max-time 4 -H @- "$url/ready"
     fi
-    exec curl -fsS -o /dev/null --max-time 3 "$url/ready" ;;
+    exec curl -fsS -o /dev/null --max-time 4 "$url/ready" ;;
   *) echo "usage: probe.sh health|ready" >&2; exit 2 ;;
 esac
