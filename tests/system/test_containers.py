@@ -9,6 +9,7 @@ the tests check that nothing is left. Run alone with `./test.sh -m containers`.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -149,8 +150,9 @@ class ComposeStack:
     def __init__(self, project: str, env: dict[str, str], url: str, api_key: str, probe_key: str) -> None:
         self.project, self.env, self.url, self.api_key, self.probe_key = project, env, url, api_key, probe_key
 
-    def container(self, service: str, replica: int = 1) -> str:
-        return f"{self.project}_{service}_{replica}"
+    def container(self, service: str) -> str:
+        """`service`'s container; "model-server_2" names the second replica."""
+        return f"{self.project}_{service}" if re.search(r"_\d+$", service) else f"{self.project}_{service}_1"
 
     def inspect(self, service: str, template: str) -> str:
         return podman("inspect", "--format", template, self.container(service)).stdout.strip()
@@ -197,6 +199,23 @@ def healthy(container: str, retries: int = 3) -> bool:
     return False
 
 
+def pending_claims(stack: ComposeStack) -> dict[str, int]:
+    """Images each model server (consumer name) has claimed and not answered, from Redis."""
+    stream = "kras:queue:image_queue:efficientnet_lite0:1"
+    out = podman("exec", stack.container("redis"), "sh", "-c",
+                 'REDISCLI_AUTH="$(cat /run/secrets/redis_admin_password)" redis-cli --no-auth-warning '
+                 f"--user admin XPENDING {stream} model_servers").stdout.split()
+    pairs = out[3:]  # count, smallest id, largest id, then consumer and count pairs
+    return {pairs[i]: int(pairs[i + 1]) for i in range(0, len(pairs) - 1, 2)}
+
+
+def probe_output(container: str) -> str:
+    """What the container's health check says, for a failure's message."""
+    health = podman("inspect", "--format", "{{json .State.Healthcheck}}", container, check=False)
+    probe = podman("exec", container, "sh", "-xc", "probe.sh ready || echo exit $?", check=False)
+    return health.stdout[-1500:] + probe.stdout[-1000:] + probe.stderr[-1500:]
+
+
 def servers_alive(stack: ComposeStack) -> int:
     response = requests.get(f"{stack.url}/ready", headers={"Authorization": f"Bearer {stack.api_key}"}, timeout=5)
     return int(response.json().get("model_servers_alive", 0))
@@ -224,31 +243,39 @@ def test_compose_stack_classifies_and_survives_a_model_server_crash_under_a_floo
     # schedules them with systemd timers, which this machine has not).
     for service, user in (("redis", "redis"), ("model-server", "model"), ("web", "web")):
         assert podman("exec", stack.container(service), "id", "-un").stdout.strip() == user
-        assert healthy(stack.container(service)), service
+        assert healthy(stack.container(service)), (service, probe_output(stack.container(service)))
     # The model server cannot read the web tier's password or the API keys: they are not mounted there.
     secrets = podman("exec", stack.container("model-server"), "ls", "/run/secrets").stdout.split()
     assert secrets == ["redis_model_server_password"]
 
-    # SIGKILL one of the two model servers (from outside, as a crash would) while a flood is
-    # under way: the other takes over what it had claimed, and it is started again.
+    # SIGKILL one of the two model servers (from outside, as a crash would) while it holds a
+    # claimed batch, under a flood: the other takes over that batch, and it is started again.
     wait_until(lambda: servers_alive(stack) == 2, 240, "both model servers to be serving")
-    pid = stack.inspect("model-server", "{{.State.Pid}}")
-    restarts = int(stack.inspect("model-server", "{{.RestartCount}}"))
+    replicas = {stack.inspect(f"model-server_{n}", "{{.Config.Hostname}}"): n for n in (1, 2)}
+    killed: dict[str, Any] = {}
 
     def crash() -> None:
-        os.kill(int(pid), signal.SIGKILL)
+        wait_until(lambda: any(pending_claims(stack).values()), 60, "a model server to claim a batch")
+        holder = next(name for name, count in pending_claims(stack).items() if count)
+        service = f"model-server_{replicas[holder.split(':')[0]]}"
+        killed.update(service=service, pid=stack.inspect(service, "{{.State.Pid}}"),
+                      restarts=int(stack.inspect(service, "{{.RestartCount}}")))
+        os.kill(int(killed["pid"]), signal.SIGKILL)
 
-    timer = threading.Timer(2.0, crash)
-    timer.start()
+    injector = threading.Thread(target=crash)
+    injector.start()
     try:
-        summary = stress.run_flood(f"{stack.url}/predict", SAMPLE, requests_total=40, interval=0.1,
+        summary = stress.run_flood(f"{stack.url}/predict", SAMPLE, requests_total=24, interval=0.2,
                                    timeout=90, api_key=stack.api_key)
     finally:
-        timer.join()
+        injector.join(90)
     lost = sum(summary["failures"].get(kind, 0) for kind in LOST)
-    print(f"\n[compose flood] sent {summary['sent']} ok {summary['ok']} lost {lost} failures {summary['failures']}")
-    assert int(stack.inspect("model-server", "{{.RestartCount}}")) > restarts
-    assert stack.inspect("model-server", "{{.State.Pid}}") != pid
+    print(f"\n[compose flood] killed {killed.get('service')} holding a batch; sent {summary['sent']} "
+          f"ok {summary['ok']} lost {lost} failures {summary['failures']}")
+    assert killed, "no model server was killed"
+    wait_until(lambda: int(stack.inspect(killed["service"], "{{.RestartCount}}")) > killed["restarts"], 60,
+               f"{killed['service']} to be restarted")
+    assert stack.inspect(killed["service"], "{{.State.Pid}}") != killed["pid"]
     # Every request was accepted (the queue had room) and every one was answered.
     assert lost == 0 and summary["ok"] == summary["sent"], summary["failure_examples"]
     assert classify(stack.url, stack.api_key)[0] in CATS
@@ -327,7 +354,7 @@ def test_every_pod_runs_as_non_root_with_probes_and_resources():
 def for_podman(image: str, port: int, suffix: str, secrets_yaml: str) -> str:
     """The manifests as `podman kube play` can run them: the same pod templates, with the
     StatefulSet played as a Deployment (podman plays no StatefulSet) and its volume claim as a
-    PersistentVolumeClaim, one replica each, the web port on a loopback hostPort, REDIS_URL naming
+    PersistentVolumeClaim, Secrets' data decoded (podman 4.3 does not), one replica each, the web port on a loopback hostPort, REDIS_URL naming
     the Redis pod (no Service is played), names suffixed
     so that a run cannot collide with another, and the CPU-only parts (no GPU, KEDA, Services or
     PodDisruptionBudgets, which need a cluster)."""
@@ -338,6 +365,10 @@ def for_podman(image: str, port: int, suffix: str, secrets_yaml: str) -> str:
             continue
         doc = json.loads(json.dumps(doc))
         doc["metadata"]["name"] = f"{name}-{suffix}"
+        if kind == "Secret":
+            # podman 4.3 writes a Secret's `data` into the files as it is, without decoding the
+            # base64 (and reads no `stringData`): it is given the decoded text.
+            doc["data"] = {key: base64.b64decode(value).decode() for key, value in doc["data"].items()}
         if kind == "ConfigMap":
             # A pod is found by its name on the network (the Service "redis" is not played).
             doc["data"]["REDIS_URL"] = f"redis://redis-{suffix}-pod-0:6379/0"
