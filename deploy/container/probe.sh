@@ -14,7 +14,10 @@ case "${1:-health}" in
     fi
     if [ -n "$key" ]; then
       # The key through a header file on stdin, not the command line (visible in ps).
-      printf 'Authorization: Bearer %s\n' "$key" | exec curl -fsS -o /dev/null --max-time 4 -H @- "$url/ready"
+      # (No exec here: the last command of a pipeline runs in a subshell, and exec would
+      # replace only that, then fall through to the keyless request below.)
+      printf 'Authorization: Bearer %s\n' "$key" | curl -fsS -o /dev/null --max-time 4 -H @- "$url/ready"
+      exit
     fi
     exec curl -fsS -o /dev/null --max-time 4 "$url/ready" ;;
   *) echo "usage: probe.sh health|ready" >&2; exit 2 ;;

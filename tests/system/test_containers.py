@@ -351,24 +351,29 @@ def test_every_pod_runs_as_non_root_with_probes_and_resources():
             for d in manifests() if d["kind"] == "PodDisruptionBudget"} == {"web", "model-server"}
 
 
-def for_podman(image: str, port: int, suffix: str, secrets_yaml: str) -> str:
+def for_podman(image: str, port: int, suffix: str, secrets_yaml: str, secrets_root: Path) -> str:
     """The manifests as `podman kube play` can run them: the same pod templates, with the
     StatefulSet played as a Deployment (podman plays no StatefulSet) and its volume claim as a
-    PersistentVolumeClaim, Secrets' data decoded (podman 4.3 does not), one replica each, the web port on a loopback hostPort, REDIS_URL naming
-    the Redis pod (no Service is played), names suffixed
-    so that a run cannot collide with another, and the CPU-only parts (no GPU, KEDA, Services or
-    PodDisruptionBudgets, which need a cluster)."""
+    PersistentVolumeClaim, one replica each, the web port on a loopback hostPort, REDIS_URL naming
+    the Redis pod (no Service is played), names suffixed so that a run cannot collide with
+    another, and the CPU-only parts (no GPU, KEDA, Services or PodDisruptionBudgets, which need a
+    cluster). podman 4.3 writes a Secret's `data` into its files still base64-encoded, so each
+    Secret's keys are written, decoded, into a folder under `secrets_root` and its secret volumes
+    mount that folder instead (with every key: `items` are not applied)."""
     played: list[dict[str, Any]] = []
-    for doc in [*yaml.safe_load_all(secrets_yaml), *manifests()]:
+    for doc in yaml.safe_load_all(secrets_yaml):
+        folder = secrets_root / doc["metadata"]["name"]
+        folder.mkdir(parents=True, mode=0o755)
+        folder.chmod(0o755)
+        for key, value in doc["data"].items():
+            (folder / key).write_bytes(base64.b64decode(value))
+            (folder / key).chmod(0o444)
+    for doc in manifests():
         kind, name = doc["kind"], doc["metadata"]["name"]
         if kind in ("Service", "PodDisruptionBudget", "ScaledObject", "TriggerAuthentication") or name.endswith("-gpu"):
             continue
         doc = json.loads(json.dumps(doc))
         doc["metadata"]["name"] = f"{name}-{suffix}"
-        if kind == "Secret":
-            # podman 4.3 writes a Secret's `data` into the files as it is, without decoding the
-            # base64 (and reads no `stringData`): it is given the decoded text.
-            doc["data"] = {key: base64.b64decode(value).decode() for key, value in doc["data"].items()}
         if kind == "ConfigMap":
             # A pod is found by its name on the network (the Service "redis" is not played).
             doc["data"]["REDIS_URL"] = f"redis://redis-{suffix}-pod-0:6379/0"
@@ -376,7 +381,8 @@ def for_podman(image: str, port: int, suffix: str, secrets_yaml: str) -> str:
             pod = doc["spec"]["template"]["spec"]
             for volume in pod.get("volumes", []):
                 if "secret" in volume:
-                    volume["secret"]["secretName"] += f"-{suffix}"
+                    source = volume.pop("secret")
+                    volume["hostPath"] = {"path": str(secrets_root / source["secretName"]), "type": "Directory"}
             for container in pod["containers"]:
                 container["image"] = image
                 for source in container.get("envFrom", []):
@@ -405,7 +411,7 @@ def kube_pods(image, tmp_path) -> Iterator[tuple[str, str, str]]:
     secrets_yaml = secret_manifests(tmp_path / "secrets")
     keys = dict(line.split(":", 1) for line in (tmp_path / "secrets" / "api_keys").read_text().split())
     played = tmp_path / "play.yaml"
-    played.write_text(for_podman(image, port, suffix, secrets_yaml))
+    played.write_text(for_podman(image, port, suffix, secrets_yaml, tmp_path / "secret-volumes"))
     network = f"kras-{suffix}"
     podman("network", "create", network)
     try:
