@@ -24,6 +24,7 @@ from typing import Any, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from keras_rest_api.api_keys import ApiKeyError, parse_api_keys
+from keras_rest_api.cpus import usable_cpus
 from keras_rest_api.logs import configure_logging
 
 _T = TypeVar("_T", str, int, float, bool)
@@ -124,8 +125,12 @@ PORT = 8000
 
 # --- Apache (mod_wsgi daemon mode) -------------------------------------------------------------
 # Each thread of a daemon process holds one request while it waits on Redis, so threads are
-# cheap and set how many requests can be in flight; processes only spread the decoding.
-WSGI_PROCESSES = 2
+# cheap and set how many requests can be in flight; processes spread the decoding over the
+# cores, each running Python under its own interpreter lock. 0 (the default): one process per
+# CPU this process may use (its affinity, capped by its cgroup's CPU quota, e.g. a container's
+# --cpus; keras_rest_api/cpus.py). Threads are per process, so requests in flight grow with the
+# processes, as the throughput they serve does.
+WSGI_PROCESSES = 0
 WSGI_THREADS = 32
 # Seconds a request may wait for a free daemon thread before Apache answers 504 (mod_wsgi's queue timeout).
 WSGI_QUEUE_TIMEOUT = 15
@@ -143,8 +148,9 @@ REQUEST_BODY_MIN_RATE = 50_000
 # Client connections Apache serves at once (its worker threads). Apache reads each request's
 # headers and whole body (apache/buffer-bodies.conf) before a daemon thread takes it, so slow
 # clients hold these cheap threads, not the daemon threads: keep this well above
-# WSGI_PROCESSES x WSGI_THREADS.
-APACHE_MAX_CLIENTS = 256
+# WSGI_PROCESSES x WSGI_THREADS. 0 (the default): 256, or 2 x WSGI_PROCESSES x WSGI_THREADS
+# when that is more (a web tier sized to many CPUs).
+APACHE_MAX_CLIENTS = 0
 # Seconds Apache keeps an idle client connection open for its next request; 0 closes each
 # connection after its answer. Off by default: when every worker thread of one Apache child is
 # busy, Apache's event MPM closes that child's idle keep-alive connections, and a client that
@@ -337,7 +343,22 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         raw = environ.get(name)
         if raw is not None and raw != "":
             values[name] = parse(name, raw, default)
-    validate(values)
+    # Automatic sizes become figures first, so that validation sees what will be used.
+    validate(size_web_tier(values))
+    return values
+
+
+def size_web_tier(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with WSGI_PROCESSES and APACHE_MAX_CLIENTS of 0 (automatic) replaced by their
+    figures for this process's CPUs; SettingError for a negative one."""
+    for name in ("WSGI_PROCESSES", "WSGI_THREADS", "APACHE_MAX_CLIENTS"):
+        if values[name] < 0 or (name == "WSGI_THREADS" and values[name] == 0):
+            raise SettingError(f"{name} must be a positive number{'' if name == 'WSGI_THREADS' else ' or 0 (automatic)'}, "
+                               f"got {values[name]}.")
+    if values["WSGI_PROCESSES"] == 0:
+        values["WSGI_PROCESSES"] = usable_cpus()
+    if values["APACHE_MAX_CLIENTS"] == 0:
+        values["APACHE_MAX_CLIENTS"] = max(256, 2 * values["WSGI_PROCESSES"] * values["WSGI_THREADS"])
     return values
 
 
