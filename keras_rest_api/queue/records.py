@@ -210,7 +210,7 @@ class Job:
         except RecordError:
             raise
         except (KeyError, ValueError, UnicodeDecodeError) as exc:
-            raise RecordError(f"malformed job entry: {type(exc).__name__}: {exc}") from None
+            raise RecordError(f"malformed job entry: {type(exc).__name__}: {_shown(str(exc))}") from None
         _check(is_valid_id(job_id), f"job id {_shown(job_id)} is not 1-64 of [A-Za-z0-9._-]")
         _check(request_id == "" or is_valid_id(request_id), "request id is not 1-64 of [A-Za-z0-9._-]")
         _check(1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE,
@@ -239,7 +239,7 @@ NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
 def _features_job(cls: type[Job], fields: Mapping[bytes, bytes]) -> Job:
     """A features job's fields: the shared ones as an image job's, and a row of finite float64s."""
     try:
-        _check(fields[b"v"] == WIRE_VERSION, f"wire version {fields[b'v']!r}, expected {WIRE_VERSION!r}")
+        _check(fields[b"v"] == WIRE_VERSION, f"wire version {_shown(fields[b'v'])}, expected {WIRE_VERSION!r}")
         job_id = fields[b"id"].decode("ascii")
         request_id = fields.get(b"rid", b"").decode("ascii")
         top_k = int(fields[b"top_k"])
@@ -249,8 +249,8 @@ def _features_job(cls: type[Job], fields: Mapping[bytes, bytes]) -> Job:
     except RecordError:
         raise
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise RecordError(f"malformed features job entry: {type(exc).__name__}: {exc}") from None
-    _check(is_valid_id(job_id), f"job id {job_id[:80]!r} is not 1-64 of [A-Za-z0-9._-]")
+        raise RecordError(f"malformed features job entry: {type(exc).__name__}: {_shown(str(exc))}") from None
+    _check(is_valid_id(job_id), f"job id {_shown(job_id)} is not 1-64 of [A-Za-z0-9._-]")
     _check(request_id == "" or is_valid_id(request_id), "request id is not 1-64 of [A-Za-z0-9._-]")
     _check(isinstance(data, (bytes, bytearray)) and len(data) % 8 == 0 and 8 <= len(data) <= 8 * MAX_FEATURES,
            f"feature row of {len(data)} bytes: expected 1..{MAX_FEATURES} float64 values")

@@ -129,6 +129,21 @@ def test_a_record_error_quotes_a_forged_value_only_in_part():
     assert len(str(raised.value)) < 200
 
 
+@pytest.mark.parametrize("kind, field", [
+    *((b"image", f) for f in (b"v", b"id", b"shape", b"top_k", b"deadline", b"enqueued_at")),
+    *((b"features", f) for f in (b"v", b"id", b"top_k", b"deadline", b"enqueued_at")),  # no shape
+])
+def test_a_job_error_quotes_a_forged_field_only_in_part(field, kind):
+    """float() and bytes.decode() put the whole value in their message: a forged megabyte field
+    must not become a megabyte log line."""
+    fields = {**valid_job_fields(), field: b"\xff" + b"9" * 1_000_000}
+    if kind == b"features":
+        fields = {**fields, b"kind": b"features", b"features": np.zeros(3).tobytes()}
+    with pytest.raises(RecordError) as raised:
+        Job.from_redis(fields)
+    assert len(str(raised.value)) < 200
+
+
 @pytest.mark.parametrize("fields", [
     {b"v": b"1", b"id": b"x", b"shape": [1, 2]},
     {b"v": b"1", b"id": 5},
