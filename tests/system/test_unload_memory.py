@@ -4,13 +4,17 @@ Runs bench/unload_memory.py (`python -m bench.unload_memory`) in a fresh process
 of the test session in its memory) on a saved model of 4.4 M parameters (17.5 MB file). Measured
 on the 2-core development VM: RSS after cycle 2 685.6 MB, after cycle 20 686.0 MB (+0.3 MB, at most +1.2).
 The control, holding every model instead of unloading it, grew about 30 MB a cycle
-(679 -> 831 MB in 6 cycles), so the margin below (25 MB over 18 cycles) fails on a leak of
-even one model in ten cycles while leaving room for the allocator's noise.
+(679 -> 831 MB in 6 cycles), so the margin below (25 MB between the medians of cycles 2-6 and
+16-20, 14 cycles apart) fails on a leak of even one model in ten cycles while leaving room for
+the allocator's noise. Medians, not single cycles: a cycle can read 20-35 MB high while the
+allocator holds freed pages (seen in CI: 872 MB, one cycle 905, the next 872 again); a leak
+stays.
 """
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -48,9 +52,8 @@ def _rss(model: str, cycles: int, *extra: str) -> list[float]:
 
 def test_twenty_load_unload_cycles_leave_rss_flat(mid_model: str) -> None:
     figures = _rss(mid_model, 20)
-    growth = figures[-1] - figures[1]
-    assert max(figures[1:]) - figures[1] < MARGIN_MB, f"RSS per cycle (MB): {figures}"
-    assert growth < MARGIN_MB, f"RSS grew {growth:.1f} MB from cycle 2 to 20: {figures}"
+    growth = statistics.median(figures[-5:]) - statistics.median(figures[1:6])
+    assert growth < MARGIN_MB, f"RSS grew {growth:.1f} MB from cycles 2-6 to 16-20: {figures}"
 
 
 def test_the_measurement_sees_a_model_that_is_not_unloaded(mid_model: str) -> None:
@@ -58,3 +61,6 @@ def test_the_measurement_sees_a_model_that_is_not_unloaded(mid_model: str) -> No
     # the measurement cannot see a model's memory at all.
     figures = _rss(mid_model, 8, "--keep")
     assert figures[-1] - figures[1] > MARGIN_MB, f"RSS per cycle (MB): {figures}"
+    # The same measure as above sees it too, over as many cycles.
+    kept = _rss(mid_model, 20, "--keep")
+    assert statistics.median(kept[-5:]) - statistics.median(kept[1:6]) > MARGIN_MB, f"RSS per cycle (MB): {kept}"
