@@ -196,39 +196,17 @@ class Job:
         """The job in a stream entry's fields; RecordError if they are not a valid job."""
         if fields.get(b"kind") == FEATURES_JOB:
             return _features_job(cls, fields)
+        shared = _shared_job_fields(fields, "job")
         try:
-            version = fields[b"v"]
-            if version != WIRE_VERSION:
-                raise RecordError(f"wire version {_shown(version)}, expected {WIRE_VERSION!r}")
-            job_id = fields[b"id"].decode("ascii")
-            request_id = fields.get(b"rid", b"").decode("ascii")
             height, width = (int(n) for n in fields[b"shape"].split(b","))
-            top_k = int(fields[b"top_k"])
-            deadline = float(fields[b"deadline"])
-            enqueued_at = float(fields[b"enqueued_at"])
             data = fields[b"pixels"]
-        except RecordError:
-            raise
-        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        except (KeyError, ValueError) as exc:
             raise RecordError(f"malformed job entry: {type(exc).__name__}: {_shown(str(exc))}") from None
-        _check(is_valid_id(job_id), f"job id {_shown(job_id)} is not 1-64 of [A-Za-z0-9._-]")
-        _check(request_id == "" or is_valid_id(request_id), "request id is not 1-64 of [A-Za-z0-9._-]")
         _check(1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE,
                f"image shape {height}x{width} outside 1..{MAX_SIDE}")
         _check(len(data) == height * width * 3,
                f"{len(data)} pixel bytes for a {height}x{width}x3 image ({height * width * 3} expected)")
-        _check(1 <= top_k <= MAX_TOP_K, f"top_k {top_k} outside 1..{MAX_TOP_K}")
-        _check(math.isfinite(deadline) and math.isfinite(enqueued_at), "deadline or enqueue time not finite")
-        return cls(
-            id=job_id,
-            pixels=np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3),
-            top_k=top_k,
-            deadline=deadline,
-            enqueued_at=enqueued_at,
-            fetch_later=fields.get(b"later") == b"1",
-            request_id=request_id,
-            full_output=fields.get(b"full") == b"1",
-        )
+        return cls(pixels=np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3), **shared)
 
 
 FEATURES_JOB = b"features"
@@ -238,6 +216,20 @@ NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
 
 def _features_job(cls: type[Job], fields: Mapping[bytes, bytes]) -> Job:
     """A features job's fields: the shared ones as an image job's, and a row of finite float64s."""
+    shared = _shared_job_fields(fields, "features job")
+    try:
+        data = fields[b"features"]
+    except KeyError as exc:
+        raise RecordError(f"malformed features job entry: KeyError: {_shown(str(exc))}") from None
+    _check(isinstance(data, (bytes, bytearray)) and len(data) % 8 == 0 and 8 <= len(data) <= 8 * MAX_FEATURES,
+           f"feature row of {len(data)} bytes: expected 1..{MAX_FEATURES} float64 values")
+    row = np.frombuffer(data, dtype="<f8")
+    _check(bool(np.all(np.isfinite(row))), "feature row holds a value that is not finite")
+    return cls(pixels=NO_PIXELS, features=row.astype(np.float64), **shared)
+
+
+def _shared_job_fields(fields: Mapping[bytes, bytes], what: str) -> dict[str, Any]:
+    """The fields every kind of job carries, parsed and checked, as Job's keyword arguments."""
     try:
         _check(fields[b"v"] == WIRE_VERSION, f"wire version {_shown(fields[b'v'])}, expected {WIRE_VERSION!r}")
         job_id = fields[b"id"].decode("ascii")
@@ -245,22 +237,17 @@ def _features_job(cls: type[Job], fields: Mapping[bytes, bytes]) -> Job:
         top_k = int(fields[b"top_k"])
         deadline = float(fields[b"deadline"])
         enqueued_at = float(fields[b"enqueued_at"])
-        data = fields[b"features"]
     except RecordError:
         raise
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise RecordError(f"malformed features job entry: {type(exc).__name__}: {_shown(str(exc))}") from None
+        raise RecordError(f"malformed {what} entry: {type(exc).__name__}: {_shown(str(exc))}") from None
     _check(is_valid_id(job_id), f"job id {_shown(job_id)} is not 1-64 of [A-Za-z0-9._-]")
     _check(request_id == "" or is_valid_id(request_id), "request id is not 1-64 of [A-Za-z0-9._-]")
-    _check(isinstance(data, (bytes, bytearray)) and len(data) % 8 == 0 and 8 <= len(data) <= 8 * MAX_FEATURES,
-           f"feature row of {len(data)} bytes: expected 1..{MAX_FEATURES} float64 values")
-    row = np.frombuffer(data, dtype="<f8")
-    _check(bool(np.all(np.isfinite(row))), "feature row holds a value that is not finite")
     _check(1 <= top_k <= MAX_TOP_K, f"top_k {top_k} outside 1..{MAX_TOP_K}")
     _check(math.isfinite(deadline) and math.isfinite(enqueued_at), "deadline or enqueue time not finite")
-    return cls(id=job_id, pixels=NO_PIXELS, top_k=top_k, deadline=deadline, enqueued_at=enqueued_at,
-               fetch_later=fields.get(b"later") == b"1", request_id=request_id,
-               full_output=fields.get(b"full") == b"1", features=row.astype(np.float64))
+    return {"id": job_id, "request_id": request_id, "top_k": top_k, "deadline": deadline,
+            "enqueued_at": enqueued_at, "fetch_later": fields.get(b"later") == b"1",
+            "full_output": fields.get(b"full") == b"1"}
 
 
 # --- results ----------------------------------------------------------------------------------
