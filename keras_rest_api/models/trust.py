@@ -21,6 +21,15 @@ def _writable_by_others(st: os.stat_result) -> bool:
     return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
+def _untrusted(st: os.stat_result) -> str | None:
+    """Why a file or folder with this status may not be trusted (its owner, its mode), or None."""
+    if not _trusted_owner(st):
+        return f"it belongs to uid {st.st_uid}, not to this user ({os.geteuid()}) or root"
+    if _writable_by_others(st):
+        return f"its mode {stat.S_IMODE(st.st_mode):04o} lets group or others write it"
+    return None
+
+
 def unsafe_dir(directory: str) -> str | None:
     """Why the existing `directory` may not hold models we load, or None when it may.
 
@@ -35,10 +44,9 @@ def unsafe_dir(directory: str) -> str | None:
         return f"cannot inspect it ({exc.strerror})"
     if not stat.S_ISDIR(st.st_mode):
         return "it is not a directory"
-    if not _trusted_owner(st):
-        return f"it belongs to uid {st.st_uid}, not to this user ({os.geteuid()}) or root"
-    if _writable_by_others(st):
-        return f"its mode {stat.S_IMODE(st.st_mode):04o} lets group or others write it"
+    problem = _untrusted(st)
+    if problem:
+        return problem
     parent = os.path.dirname(real)
     while True:
         try:
@@ -60,11 +68,7 @@ def unsafe_file(path: str) -> str | None:
     st = os.lstat(path)  # a symbolic link could point anywhere, so it is not followed
     if not stat.S_ISREG(st.st_mode):
         return "it is not a regular file (a symbolic link?)"
-    if not _trusted_owner(st):
-        return f"it belongs to uid {st.st_uid}, not to this user ({os.geteuid()}) or root"
-    if _writable_by_others(st):
-        return f"its mode {stat.S_IMODE(st.st_mode):04o} lets group or others write it"
-    return None
+    return _untrusted(st)
 
 
 def unsafe_linked_file(path: str) -> str | None:
