@@ -13,7 +13,7 @@ import time
 from typing import Any, Mapping
 
 import redis
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from keras_rest_api.errors import (BadRequest, GatewayTimeout, ModelNotFound, NoModelServer, NotFound, RequestTooLarge,

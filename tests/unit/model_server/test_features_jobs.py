@@ -4,7 +4,6 @@ record in Redis may be forged, or the model may have changed since the web tier 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

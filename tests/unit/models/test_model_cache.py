@@ -5,7 +5,6 @@ test_model_files.py because these need Keras, and the pickle-security tests ther
 from __future__ import annotations
 
 import os
-import pickle
 import pwd
 import shutil
 import stat

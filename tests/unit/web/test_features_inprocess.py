@@ -2,7 +2,6 @@
 instances in, field errors listed per instance, the v2 tensors, and the answers of the model."""
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any, Iterator
