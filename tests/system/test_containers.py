@@ -256,18 +256,28 @@ def test_compose_stack_classifies_and_survives_a_model_server_crash_under_a_floo
     replicas = {stack.inspect(f"model-server_{n}", "{{.Config.Hostname}}"): n for n in (1, 2)}
     killed: dict[str, Any] = {}
 
+    # Pids and restart counts are read before the flood, so that the kill follows the sight of a
+    # claim at once: a batch is answered within about a second, and one read of the claims is
+    # kept (a second read may find the batch already answered, as CI once did).
+    before = {n: (stack.inspect(f"model-server_{n}", "{{.State.Pid}}"),
+                  int(stack.inspect(f"model-server_{n}", "{{.RestartCount}}"))) for n in (1, 2)}
+
     def crash() -> None:
-        wait_until(lambda: any(pending_claims(stack).values()), 60, "a model server to claim a batch")
-        holder = next(name for name, count in pending_claims(stack).items() if count)
-        service = f"model-server_{replicas[holder.split(':')[0]]}"
-        killed.update(service=service, pid=stack.inspect(service, "{{.State.Pid}}"),
-                      restarts=int(stack.inspect(service, "{{.RestartCount}}")))
-        os.kill(int(killed["pid"]), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            holders = [name for name, count in pending_claims(stack).items() if count]
+            if holders:
+                n = replicas[holders[0].split(":")[0]]
+                pid, restarts = before[n]
+                killed.update(service=f"model-server_{n}", pid=pid, restarts=restarts)
+                os.kill(int(pid), signal.SIGKILL)
+                return
+            time.sleep(0.05)
 
     injector = threading.Thread(target=crash)
     injector.start()
     try:
-        summary = stress.run_flood(f"{stack.url}/predict", SAMPLE, requests_total=24, interval=0.2,
+        summary = stress.run_flood(f"{stack.url}/predict", SAMPLE, requests_total=40, interval=0.2,
                                    timeout=90, api_key=stack.api_key)
     finally:
         injector.join(90)
