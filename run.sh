@@ -82,10 +82,16 @@ trap 'stop_all' EXIT
 # REDIS_PASSWORD_FILE (see README, "Pointing the tiers at an existing Redis").
 web_redis=() model_redis=()
 probe=0
-# Behind Sentinel the tiers find the primary themselves; this script starts no Redis.
-[ -n "${REDIS_SENTINELS:-}" ] || { "$venv/bin/python" -m keras_rest_api.queue.redis_users probe || probe=$?; }
 if [ -n "${REDIS_SENTINELS:-}" ]; then
-  log "using the Redis primary that the Sentinels $REDIS_SENTINELS report for ${REDIS_SENTINEL_MASTER:-(REDIS_SENTINEL_MASTER unset)}"
+  # Behind Sentinel the tiers find the primary themselves and this script starts no Redis; it only
+  # checks, through the Sentinels, that a primary answers to these credentials (the reason is above if not).
+  "$venv/bin/python" -m keras_rest_api.queue.redis_users probe --wait 10 || exit 1
+  probe=sentinels
+else
+  "$venv/bin/python" -m keras_rest_api.queue.redis_users probe || probe=$?
+fi
+if [ "$probe" = sentinels ]; then
+  log "using the Redis primary that the Sentinels $REDIS_SENTINELS report for $REDIS_SENTINEL_MASTER"
 elif [ "$probe" = 0 ]; then
   log "using the Redis already running at $("$venv/bin/python" -c 'from keras_rest_api.queue.redis_users import redact_url; from keras_rest_api.settings import load; print(redact_url(load()["REDIS_URL"]))')"
 elif [ "$probe" != 3 ]; then

@@ -1,7 +1,8 @@
 """The queue between the tiers: its records (records), Redis access (jobs), and the Redis users
-each tier connects as (redis_users)."""
-from keras_rest_api.queue.jobs import JobQueue, QueueFull, queue_from_settings
+each tier connects as (redis_users).
+
+Only the records are re-exported: importing jobs here would import redis_users before
+`python -m keras_rest_api.queue.redis_users` (run.sh's tool) runs it, which Python warns about."""
 from keras_rest_api.queue.records import Heartbeat, Job, Keys, ModelContract, RecordError, Result
 
-__all__ = ["Heartbeat", "Job", "JobQueue", "Keys", "ModelContract", "QueueFull", "RecordError", "Result",
-           "queue_from_settings"]
+__all__ = ["Heartbeat", "Job", "Keys", "ModelContract", "RecordError", "Result"]

@@ -19,17 +19,13 @@ import math
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
-from urllib.parse import urlparse
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from redis.sentinel import Sentinel
 
 from keras_rest_api.errors import clip
 from keras_rest_api.queue.functions import REPLY, SUBMIT
 from keras_rest_api.queue.records import Heartbeat, Job, Keys, RecordError, Result
-from keras_rest_api.queue.redis_users import client_options, sentinel_options
+from keras_rest_api.queue.redis_users import connect_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -368,71 +364,3 @@ def queue_from_settings(config: Mapping[str, Any], read_timeout: float) -> JobQu
     CONSUMER_GROUP)."""
     return JobQueue(connect_from_settings(config, read_timeout), Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]),
                     config["CONSUMER_GROUP"])
-
-
-def connect_from_settings(config: Mapping[str, Any], read_timeout: float | None) -> redis.Redis:
-    """The Redis client the settings name: REDIS_URL's server, or the primary that REDIS_SENTINELS
-    report for REDIS_SENTINEL_MASTER, with the tier's credentials and TLS files."""
-    options = client_options(config)
-    if not config.get("REDIS_SENTINELS"):
-        return connect(config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
-                       read_timeout=read_timeout, **options)
-    return connect_sentinel(parse_sentinels(config["REDIS_SENTINELS"]), str(config.get("REDIS_SENTINEL_MASTER") or ""),
-                            config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
-                            read_timeout=read_timeout, sentinel_options=sentinel_options(config), **options)
-
-
-def connect(url: str, connect_timeout: float, read_timeout: float | None, **options: Any) -> redis.Redis:
-    """A Redis client that fails fast when Redis is unreachable and retries a broken connection once.
-
-    `read_timeout` must exceed the longest blocking call made on it (BLPOP, XREADGROUP BLOCK).
-    `options` are more redis-py arguments: credentials and TLS files (redis_users.client_options).
-    """
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=connect_timeout,
-        socket_timeout=read_timeout,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=0,
-        **options,
-    )
-
-
-def parse_sentinels(text: str) -> list[tuple[str, int]]:
-    """REDIS_SENTINELS ("host:port,host:port") as addresses; ValueError says what is wrong."""
-    addresses = []
-    for item in (part.strip() for part in str(text).split(",")):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"REDIS_SENTINELS must be comma-separated host:port pairs (e.g. "
-                             f"10.0.0.1:26379,10.0.0.2:26379), received the item {item[:100]!r}.")
-        addresses.append((host.strip("[]"), int(port)))
-    return addresses
-
-
-def connect_sentinel(sentinels: Sequence[tuple[str, int]], master: str, url: str, connect_timeout: float,
-                     read_timeout: float | None, sentinel_options: Mapping[str, Any] | None = None,
-                     **options: Any) -> redis.Redis:
-    """A client of the primary the Sentinels report for `master`, as `connect`'s clients behave.
-
-    Every new connection asks the Sentinels where the primary is, and a connection that finds its
-    server demoted (READONLY) is dropped, so after a failover each connection moves to the new
-    primary on its next use (a failed command is retried once, on a new connection). `url` gives
-    only the scheme (rediss:// for TLS) and the database number.
-    """
-    if not master:
-        raise ValueError("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is empty; set it to the name the "
-                         "Sentinels monitor the primary under (their `sentinel monitor NAME ...` line).")
-    parsed = urlparse(url)
-    tls = parsed.scheme == "rediss"
-    tls_options = {k: v for k, v in options.items() if k.startswith("ssl_")}
-    db = int(parsed.path.strip("/") or 0) if parsed.path.strip("/").isdigit() else 0
-    sentinel = Sentinel(
-        list(sentinels),
-        sentinel_kwargs={"socket_connect_timeout": connect_timeout, "socket_timeout": connect_timeout,
-                         "ssl": tls, **tls_options, **(sentinel_options or {})},
-    )
-    return sentinel.master_for(
-        master, redis_class=redis.Redis, socket_connect_timeout=connect_timeout, socket_timeout=read_timeout,
-        retry=Retry(NoBackoff(), 1), health_check_interval=0, db=db, ssl=tls, **options,
-    )

@@ -1,4 +1,5 @@
-"""Redis access by role: ACL users and passwords, optional TLS, and the client side of both.
+"""Redis access by role: ACL users and passwords, optional TLS, and the client side of both:
+connecting to the server REDIS_URL names, or to the primary that REDIS_SENTINELS report.
 
 When `run.sh` or the test harness starts Redis itself, `prepare` writes everything that Redis
 needs to refuse whoever is not one of the service's tiers:
@@ -29,6 +30,7 @@ user names, never a password):
     keras-rest-api-redis-users prepare --dir .run/redis-secrets --data-dir .run/redis --port 6379 [--tls]
     keras-rest-api-redis-users probe [--wait SECONDS] [--role admin --dir DIR]
     keras-rest-api-redis-users functions [--role admin --dir DIR]   # load queue/functions.py's library
+(probe and functions reach the primary through the Sentinels when REDIS_SENTINELS is set)
     keras-rest-api-redis-users rules      # ACL SETUSER commands for a Redis of your own
     keras-rest-api-redis-users default-rules  # then this one: the default user off (see acl_file_text)
 """
@@ -48,8 +50,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlparse
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from keras_rest_api import settings
 from keras_rest_api.queue.functions import load_functions
@@ -410,10 +416,78 @@ def sentinel_options(config: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-def probe(url: str, options: Mapping[str, Any], timeout: float = 1.0) -> str:
-    """"ok" when Redis at `url` answers PING with these credentials, "unreachable" when nothing
-    answers there, "refused" when something answers but refuses them (or the TLS handshake)."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, **options)
+def connect_from_settings(config: Mapping[str, Any], read_timeout: float | None) -> redis.Redis:
+    """The Redis client the settings name: REDIS_URL's server, or the primary that REDIS_SENTINELS
+    report for REDIS_SENTINEL_MASTER, with the tier's credentials and TLS files."""
+    options = client_options(config)
+    if not config.get("REDIS_SENTINELS"):
+        return connect(config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
+                       read_timeout=read_timeout, **options)
+    return connect_sentinel(parse_sentinels(config["REDIS_SENTINELS"]), str(config.get("REDIS_SENTINEL_MASTER") or ""),
+                            config["REDIS_URL"], connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
+                            read_timeout=read_timeout, sentinel_options=sentinel_options(config), **options)
+
+
+def connect(url: str, connect_timeout: float, read_timeout: float | None, **options: Any) -> redis.Redis:
+    """A Redis client that fails fast when Redis is unreachable and retries a broken connection once.
+
+    `read_timeout` must exceed the longest blocking call made on it (BLPOP, XREADGROUP BLOCK).
+    `options` are more redis-py arguments: credentials and TLS files (client_options).
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=read_timeout,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=0,
+        **options,
+    )
+
+
+def parse_sentinels(text: str) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS ("host:port,host:port") as addresses; ValueError says what is wrong."""
+    addresses = []
+    for item in (part.strip() for part in str(text).split(",")):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS must be comma-separated host:port pairs (e.g. "
+                             f"10.0.0.1:26379,10.0.0.2:26379), received the item {item[:100]!r}.")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def connect_sentinel(sentinels: Sequence[tuple[str, int]], master: str, url: str, connect_timeout: float,
+                     read_timeout: float | None, sentinel_options: Mapping[str, Any] | None = None,
+                     **options: Any) -> redis.Redis:
+    """A client of the primary the Sentinels report for `master`, as `connect`'s clients behave.
+
+    Every new connection asks the Sentinels where the primary is, and a connection that finds its
+    server demoted (READONLY) is dropped, so after a failover each connection moves to the new
+    primary on its next use (a failed command is retried once, on a new connection). `url` gives
+    only the scheme (rediss:// for TLS) and the database number.
+    """
+    if not master:
+        raise ValueError("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is empty; set it to the name the "
+                         "Sentinels monitor the primary under (their `sentinel monitor NAME ...` line).")
+    parsed = urlparse(url)
+    tls = parsed.scheme == "rediss"
+    tls_options = {k: v for k, v in options.items() if k.startswith("ssl_")}
+    db = int(parsed.path.strip("/") or 0) if parsed.path.strip("/").isdigit() else 0
+    sentinel = Sentinel(
+        list(sentinels),
+        sentinel_kwargs={"socket_connect_timeout": connect_timeout, "socket_timeout": connect_timeout,
+                         "ssl": tls, **tls_options, **(sentinel_options or {})},
+    )
+    return sentinel.master_for(
+        master, redis_class=redis.Redis, socket_connect_timeout=connect_timeout, socket_timeout=read_timeout,
+        retry=Retry(NoBackoff(), 1), health_check_interval=0, db=db, ssl=tls, **options,
+    )
+
+
+def probe(client: redis.Redis) -> str:
+    """"ok" when `client`'s Redis answers PING with its credentials, "unreachable" when nothing
+    answers there (or no Sentinel reports a primary), "refused" when something answers but refuses
+    them (or the TLS handshake)."""
     try:
         client.ping()
         return "ok"
@@ -426,17 +500,24 @@ def probe(url: str, options: Mapping[str, Any], timeout: float = 1.0) -> str:
         client.close()
 
 
-def _load_functions(url: str, options: Mapping[str, Any]) -> int:
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10, **options)
+def _load_functions(client: redis.Redis, where: str) -> int:
     try:
         load_functions(client)
     except redis.RedisError as exc:
-        print(f"redis_users: cannot load the queue's functions into Redis at {redact_url(url)} ({exc}). "
+        print(f"redis_users: cannot load the queue's functions into {where} ({exc}). "
               "Load them as a user allowed FUNCTION LOAD (e.g. --role admin --dir SECRETS).", file=sys.stderr)
         return 4
     finally:
         client.close()
     return 0
+
+
+def _where(config: Mapping[str, Any]) -> str:
+    """Which Redis the settings name, for messages: the URL, or the Sentinels and their service."""
+    if config.get("REDIS_SENTINELS"):
+        return (f"the primary that the Sentinels {config['REDIS_SENTINELS']} report for "
+                f"{config.get('REDIS_SENTINEL_MASTER') or '(REDIS_SENTINEL_MASTER unset)'}")
+    return f"Redis at {redact_url(config['REDIS_URL'])}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -496,23 +577,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.dir:
                 parser.error("--role needs --dir")
             config.update(Prepared(Path(args.dir), Path(), Path(), None).client_settings(args.role))
-        options = client_options(config)
+        # Behind Sentinels this asks them for the primary, so both commands reach the server the tiers will.
         if args.command == "functions":
-            return _load_functions(config["REDIS_URL"], options)
+            return _load_functions(connect_from_settings(config, read_timeout=10.0), _where(config))
+        probing = {**config, "REDIS_CONNECT_TIMEOUT": min(float(config["REDIS_CONNECT_TIMEOUT"]), 1.0)}
         deadline = time.monotonic() + args.wait
         while True:
-            outcome = probe(config["REDIS_URL"], options)
+            outcome = probe(connect_from_settings(probing, read_timeout=1.0))
             if outcome != "unreachable" or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)
-    except RedisSecurityError as exc:
+    except (RedisSecurityError, ValueError) as exc:
         print(f"redis_users: {exc}", file=sys.stderr)
         return 2
     if outcome == "refused":
-        print(f"redis_users: Redis at {redact_url(config['REDIS_URL'])} answers but refuses these credentials "
+        instead = "" if config.get("REDIS_SENTINELS") else ", or stop it so that run.sh starts its own"
+        print(f"redis_users: {_where(config)} answers but refuses these credentials "
               f"(REDIS_USERNAME={config.get('REDIS_USERNAME') or '(none)'}). Set REDIS_USERNAME and "
-              "REDIS_PASSWORD_FILE for it, or stop it so that run.sh starts its own.", file=sys.stderr)
+              f"REDIS_PASSWORD_FILE for it{instead}.", file=sys.stderr)
         return 4
+    if outcome == "unreachable" and config.get("REDIS_SENTINELS"):
+        print(f"redis_users: nothing answers as {_where(config)}: no Sentinel answered with a primary "
+              "(check REDIS_SENTINELS, REDIS_SENTINEL_MASTER and the Sentinels' password file).", file=sys.stderr)
     return 0 if outcome == "ok" else 3
 
 

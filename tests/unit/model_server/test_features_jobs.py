@@ -10,7 +10,8 @@ import pytest
 
 from keras_rest_api.model_server import ModelServer
 from keras_rest_api.models import open_repository
-from keras_rest_api.queue.jobs import JobQueue, connect
+from keras_rest_api.queue.jobs import JobQueue
+from keras_rest_api.queue.redis_users import connect
 from keras_rest_api.queue.records import NO_PIXELS, Job, Keys
 from keras_rest_api.queue.redis_users import client_options
 from tests.support.features_model import churn_row, write_churn_model

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from keras_rest_api.model_server import ModelServer, top_predictions
-from keras_rest_api.queue.jobs import JobQueue, connect
+from keras_rest_api.queue.jobs import JobQueue
+from keras_rest_api.queue.redis_users import connect
 from keras_rest_api.queue.records import Job, Keys
 from keras_rest_api.queue.redis_users import client_options
 

@@ -12,10 +12,12 @@ import pytest
 import redis
 
 from keras_rest_api.queue import redis_users
-from keras_rest_api.queue.jobs import JobQueue, NotReplicated, connect_from_settings, lost_primary, parse_sentinels
+from keras_rest_api.queue.functions import LIBRARY
+from keras_rest_api.queue.jobs import JobQueue, NotReplicated, lost_primary
+from keras_rest_api.queue.redis_users import connect_from_settings, parse_sentinels
 from keras_rest_api.queue.records import Job, Keys, Result
 from keras_rest_api.settings import load
-from tests.support.harness import RedisServer
+from tests.support.harness import RedisServer, Sentinels
 
 
 def test_sentinels_are_host_port_pairs_and_a_mistake_is_named():
@@ -71,6 +73,36 @@ def primary_and_replica(tmp_path_factory) -> Iterator[tuple[RedisServer, RedisSe
     yield primary, replica
     replica.stop()
     primary.stop()
+
+
+def test_the_admin_tools_find_the_primary_through_the_sentinels(primary_and_replica, tmp_path, monkeypatch,
+                                                                  capsys):
+    primary, _ = primary_and_replica
+    sentinels = Sentinels(tmp_path / "sentinels", primary)
+    sentinels.start()
+    # REDIS_URL names no server (port 1): only the Sentinels can lead the tools to the primary.
+    as_admin = {**primary.settings_for(redis_users.ADMIN), **sentinels.settings(), "REDIS_URL": "redis://127.0.0.1:1/0"}
+    try:
+        for name, value in as_admin.items():
+            monkeypatch.setenv(name, value)
+        primary.client().function_delete(LIBRARY)
+        assert redis_users.main(["functions"]) == 0
+        assert [entry[b"library_name"] if isinstance(entry, dict) else entry[1] for entry in
+                primary.client().function_list(LIBRARY)] == [LIBRARY.encode()]
+        assert redis_users.main(["probe"]) == 0
+
+        monkeypatch.setenv("REDIS_SENTINEL_MASTER", "nosuchservice")
+        assert redis_users.main(["probe"]) == 3
+        assert "no Sentinel answered with a primary" in capsys.readouterr().err
+
+        monkeypatch.setenv("REDIS_SENTINEL_MASTER", sentinels.master)
+        wrong = tmp_path / "wrong.password"
+        wrong.write_text("not-the-password\n")
+        monkeypatch.setenv("REDIS_PASSWORD_FILE", str(wrong))
+        assert redis_users.main(["probe"]) == 4
+        assert "the primary that the Sentinels" in capsys.readouterr().err
+    finally:
+        sentinels.stop()
 
 
 def web_queue(primary: RedisServer) -> JobQueue:

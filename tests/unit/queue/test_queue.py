@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from keras_rest_api.queue import jobs
-from keras_rest_api.queue.jobs import JobQueue, QueueFull, connect
+from keras_rest_api.queue.jobs import JobQueue, QueueFull
+from keras_rest_api.queue.redis_users import connect
 from keras_rest_api.queue.records import Heartbeat, Job, Keys, ModelContract, Prediction, Result, ServedModel
 
 
