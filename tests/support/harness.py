@@ -23,6 +23,7 @@ import requests
 from keras_rest_api.queue import redis_users
 from keras_rest_api.queue.functions import load_functions
 from keras_rest_api.queue.jobs import JobQueue, queue_from_settings
+from keras_rest_api.queue.records import Keys
 from keras_rest_api.settings import load as load_settings
 
 # The checkout: tests/support/harness.py is two folders below it.
@@ -35,6 +36,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def tier_queue(config: Mapping[str, Any], model: str, version: str = "1") -> JobQueue:
+    """`model`'s queue as the tier whose credentials `config` holds sees it (its own ACL user)."""
+    connection = redis_users.connect(config["REDIS_URL"], 1.0, 10.0, **redis_users.client_options(config))
+    return JobQueue(connection, Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), "servers").for_model(model, version)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

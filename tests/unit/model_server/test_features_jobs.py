@@ -11,10 +11,9 @@ import pytest
 from keras_rest_api.model_server import ModelServer
 from keras_rest_api.models import open_repository
 from keras_rest_api.queue.jobs import JobQueue
-from keras_rest_api.queue.redis_users import connect
-from keras_rest_api.queue.records import NO_PIXELS, Job, Keys
-from keras_rest_api.queue.redis_users import client_options
+from keras_rest_api.queue.records import NO_PIXELS, Job
 from tests.support.features_model import churn_row, write_churn_model
+from tests.support.harness import tier_queue
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +24,10 @@ def churn(tmp_path_factory: pytest.TempPathFactory):
                             "FEATURES_BATCH_SIZE": 256, "MODEL_PRECISION": "float32"}).load("churn", "1")
 
 
-def churn_queue(config: dict) -> JobQueue:
-    return JobQueue(connect(config["REDIS_URL"], 1.0, 10.0, **client_options(config)),
-                    Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), "servers").for_model("churn", "1")
-
-
 @pytest.fixture()
 def queue(model_server_config, redis_client) -> JobQueue:
     """The churn queue as the model server's ACL user sees it."""
-    q = churn_queue(model_server_config)
+    q = tier_queue(model_server_config, "churn")
     q.ensure_group()
     return q
 
@@ -41,7 +35,7 @@ def queue(model_server_config, redis_client) -> JobQueue:
 @pytest.fixture()
 def web(config, queue) -> JobQueue:
     """The same queue as the web tier's ACL user: it submits and waits for answers."""
-    return churn_queue(config)
+    return tier_queue(config, "churn")
 
 
 @pytest.fixture()

@@ -10,16 +10,13 @@ import pytest
 
 from keras_rest_api.model_server import ModelServer, top_predictions
 from keras_rest_api.queue.jobs import JobQueue
-from keras_rest_api.queue.redis_users import connect
-from keras_rest_api.queue.records import Job, Keys
-from keras_rest_api.queue.redis_users import client_options
+from keras_rest_api.queue.records import Job
+from tests.support.harness import tier_queue
 
 
 def tiny_queue(config: dict) -> JobQueue:
     """The tiny model's queue, connected with `config`'s credentials (its tier's ACL user)."""
-    q = JobQueue(connect(config["REDIS_URL"], 1.0, 10.0, **client_options(config)),
-                 Keys(config["KEY_PREFIX"], config["QUEUE_NAME"]), "servers")
-    return q.for_model("tiny", "1")
+    return tier_queue(config, "tiny")
 
 
 @pytest.fixture()
