@@ -233,15 +233,46 @@ print(last)
 sys.exit(1)
 """
 
-# Run on the client host, as admin, through the Sentinels: how many answers each job's result
-# list holds on the primary they report now (job ids on stdin).
+# Run on the client host, as admin: how many answers each job's result list holds on the
+# primary the Sentinels report now, and how many of those results the old primary (argv[1],
+# rejoined as a replica) holds once caught up, waiting for that at most 10 s (job ids on stdin).
 ANSWER_COUNTS = """
-import json, sys
+import json, sys, time, redis
 from keras_rest_api import settings
 from keras_rest_api.queue.jobs import queue_from_settings
-queue = queue_from_settings(settings.load(), 10.0)
-counts = [queue.redis.llen(queue.keys.result(job)) for job in json.load(sys.stdin)]
-print(json.dumps({"counts": counts, "primary": "%s:%s" % queue.redis.connection_pool.get_master_address()}))
+from keras_rest_api.queue.redis_users import client_options
+config, jobs = settings.load(), json.load(sys.stdin)
+queue = queue_from_settings(config, 10.0)
+keys = [queue.keys.result(job) for job in jobs]
+counts = [queue.redis.llen(key) for key in keys]
+host, port = sys.argv[1].split(":")
+old = redis.Redis(host=host, port=int(port), ssl=True, socket_timeout=5, **client_options(config))
+deadline, copied = time.monotonic() + 10, 0
+while time.monotonic() < deadline and copied < len(keys):
+    try:
+        copied = old.exists(*keys) if keys else 0
+    except redis.RedisError:  # reconfigured by the Sentinels: its clients are dropped meanwhile
+        pass
+    time.sleep(0.2)
+print(json.dumps({"counts": counts, "primary": "%s:%s" % queue.redis.connection_pool.get_master_address(),
+                  "old_primary_role": old.info("replication")["role"], "on_old_primary": copied}))
+"""
+
+
+# Run on the client host: a Sentinel answers PING over TLS with its password, and refuses a
+# client without the password and one without TLS.
+SENTINEL_REFUSES = """
+import os, sys, redis
+host, port, ca = sys.argv[1], int(sys.argv[2]), os.environ["REDIS_TLS_CA_FILE"]
+password = open(os.environ["REDIS_SENTINEL_PASSWORD_FILE"]).read().strip()
+for what, options in (("without its password", {"ssl": True, "ssl_ca_certs": ca}), ("without TLS", {"password": password})):
+    try:
+        redis.Redis(host=host, port=port, socket_timeout=5, **options).ping()
+    except redis.RedisError as exc:
+        print(what, "refused:", type(exc).__name__)
+        continue
+    sys.exit(f"a Sentinel answered a client {what}")
+assert redis.Redis(host=host, port=port, ssl=True, ssl_ca_certs=ca, password=password, socket_timeout=5).ping()
 """
 
 
@@ -330,6 +361,9 @@ def test_primary_sigkill_across_hosts_fails_over_and_keeps_every_accepted_job(tm
             assert not any(re.search(re.escape(PRIMARY) + "(?![0-9])", value) for value in found_by_sentinels.values())
             ready = client.run([PYTHON, "-c", SENTINELS_READY, "30"], tier["admin"], timeout=60)
             assert ready.returncode == 0, ready.stdout + ready.stderr + net.logs_tail()
+            refused = client.run([PYTHON, "-c", SENTINEL_REFUSES, sentinel_addresses[0], str(SENTINEL_PORT)],
+                                 tier["web"], timeout=30)
+            assert refused.returncode == 0, refused.stdout + refused.stderr
 
             for host in gpus:
                 host.spawn(host.name, [PYTHON, "run_model_server.py"],
@@ -363,10 +397,16 @@ def test_primary_sigkill_across_hosts_fails_over_and_keeps_every_accepted_job(tm
             primary.wait(10)
             for name in SERVERS:
                 os.killpg(net.processes[name].pid, signal.SIGCONT)
+            # Once the replica is promoted the old primary comes back from its own (stale)
+            # append-only file: the Sentinels make it a replica of the new primary, which it copies.
+            wait_until(lambda: any("+switch-master" in net.log(name, 10**6) for name in SENTINEL_HOSTS), 30,
+                       "the Sentinels' failover")
+            net.hosts["redis"].spawn("redis", [redis_server, str(secured.directory / "primary.conf")], env, tmp_path)
             wait_for(flood, net, FLOOD_SECONDS + ANSWER_WITHIN + 30, "the flood and its jobs' answers")
             result = json.loads(summary_path.read_text())
 
-            counted = subprocess.run(client.command([PYTHON, "-c", ANSWER_COUNTS]), cwd=PROJECT, env=tier["admin"],
+            counted = subprocess.run(client.command([PYTHON, "-c", ANSWER_COUNTS, f"{PRIMARY}:{REDIS_PORT}"]),
+                                     cwd=PROJECT, env=tier["admin"],
                                      input=json.dumps(result["accepted"]), capture_output=True, text=True, timeout=60)
             assert counted.returncode == 0, counted.stdout + counted.stderr
             counts = json.loads(counted.stdout)
@@ -387,7 +427,8 @@ def test_primary_sigkill_across_hosts_fails_over_and_keeps_every_accepted_job(tm
               f"first 200 after the kill {first_ok - killed_at:.1f} s; sync answers {dict(statuses)}, of those "
               f"waiting through the failover {dict(carried_over)}; wrong answers {result['wrong_answers']}; "
               f"async {result['async_statuses']}, accepted {len(result['accepted'])}, lost {len(lost)}, "
-              f"answered twice {twice}; primary now {counts['primary']}")
+              f"answered twice {twice}; primary now {counts['primary']}, old primary rejoined as "
+              f"{counts['old_primary_role']} holding {counts['on_old_primary']} of their results")
         assert set(statuses) <= {"200", "503"}, statuses
         assert result["wrong_answers"] == 0
         assert set(result["async_statuses"]) <= {"202", "503"}, result["async_statuses"]
@@ -395,6 +436,7 @@ def test_primary_sigkill_across_hosts_fails_over_and_keeps_every_accepted_job(tm
         assert twice == 0, counts["counts"]
         # The Sentinels promoted the replica, and the tiers found it through them.
         assert promoted and counts["primary"] == f"{REPLICA}:{REDIS_PORT}", (result["primary_changes"], counts)
+        assert counts["old_primary_role"] == "slave" and counts["on_old_primary"] == len(result["accepted"]), counts
         assert carried_over["200"] > 0 and "queueing the job again" in apache_log
         assert first_ok - killed_at < 15
         assert [name for name in namespaces() if name.startswith(tag)] == []
