@@ -23,6 +23,7 @@ import json
 import threading
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -173,16 +174,10 @@ def run(base_url: str, clients: int, seconds: float, seeds: int, started: Path |
     expected = {seed: predictions(post(base_url, jpeg(seed))) for seed in range(seeds)}
     if len({tuple(p) for p in expected.values()}) != seeds:
         raise SystemExit(f"two images got the same answer, so a swapped answer would pass unseen: {expected}")
-    if watch is not None:
-        watch.__enter__()
-    try:
-        with Flood(base_url, expected, clients) as flood:
-            if started is not None:
-                started.write_text(str(time.monotonic()))
-            time.sleep(seconds)
-    finally:
-        if watch is not None:
-            watch.__exit__()
+    with watch or nullcontext(), Flood(base_url, expected, clients) as flood:
+        if started is not None:
+            started.write_text(str(time.monotonic()))
+        time.sleep(seconds)
     answers = fetch_results(base_url, flood.accepted, ANSWER_WITHIN)
     return {"sync": flood.sync, "wrong_answers": flood.wrong_answers, "async_statuses": dict(flood.async_statuses),
             "accepted": flood.accepted, "answers": {job: r.status_code for job, r in answers.items()},
