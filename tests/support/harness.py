@@ -176,14 +176,9 @@ class Sentinels:
             self.primary._prepare().password(redis_users.ADMIN)
         for port in self.ports:
             conf = self.directory / f"sentinel-{port}.conf"  # Sentinel rewrites it: its own file
-            conf.write_text("\n".join([
-                f"port {port}", "bind 127.0.0.1", f"dir {self.directory}", "loglevel warning",
-                f"requirepass {password}", f"sentinel sentinel-pass {password}",
-                f"sentinel monitor {self.master} 127.0.0.1 {self.primary.port} 2",
-                f"sentinel down-after-milliseconds {self.master} {self.down_after_ms}",
-                f"sentinel failover-timeout {self.master} 10000",
-                f"sentinel auth-user {self.master} {redis_users.ADMIN}",
-                f"sentinel auth-pass {self.master} {admin}", ""]))
+            conf.write_text(sentinel_conf(port=port, bind="127.0.0.1", directory=self.directory, master=self.master,
+                                          primary=("127.0.0.1", self.primary.port), password=password,
+                                          admin_password=admin, down_after_ms=self.down_after_ms))
             os.chmod(conf, 0o600)
             self.processes.append(subprocess.Popen([executable, str(conf)], stdout=subprocess.DEVNULL))
         for index in range(len(self.ports)):
@@ -204,6 +199,28 @@ class Sentinels:
         for process in self.processes:
             process.wait(10)
         self.processes = []
+
+
+def sentinel_conf(*, port: int, bind: str, directory: Path, master: str, primary: tuple[str, int], password: str,
+                  admin_password: str, down_after_ms: int, quorum: int = 2,
+                  tls: redis_users.TlsFiles | None = None) -> str:
+    """A redis-sentinel configuration: monitors `primary` as `master` (as the admin user), asks
+    `password` of its clients and of the other Sentinels. With `tls` it speaks only TLS: to its
+    clients (a client certificate optional, as for Redis), to the other Sentinels and to Redis
+    (`tls-replication yes` is what makes a Sentinel use TLS towards both)."""
+    lines = [f"bind {bind}", f"dir {directory}", "loglevel warning",
+             f"requirepass {password}", f"sentinel sentinel-pass {password}",
+             f"sentinel monitor {master} {primary[0]} {primary[1]} {quorum}",
+             f"sentinel down-after-milliseconds {master} {down_after_ms}",
+             f"sentinel failover-timeout {master} 10000",
+             f"sentinel auth-user {master} {redis_users.ADMIN}",
+             f"sentinel auth-pass {master} {admin_password}"]
+    if tls is None:
+        lines.append(f"port {port}")
+    else:
+        lines += ["port 0", f"tls-port {port}", f"tls-cert-file {tls.cert}", f"tls-key-file {tls.key}",
+                  f"tls-ca-cert-file {tls.ca_cert}", "tls-auth-clients optional", "tls-replication yes"]
+    return "\n".join(lines) + "\n"
 
 
 def _knows_quorum(client: redis.Redis, master: str) -> bool:

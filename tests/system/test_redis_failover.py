@@ -8,27 +8,21 @@ find Redis again by themselves. The failover test prints its figures (pytest -s 
 """
 from __future__ import annotations
 
-import io
 import signal
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import redis
-import requests
-from PIL import Image
 
+from tests.support.failover_flood import ANSWER_WITHIN, Flood, fetch_results, jpeg, post, predictions
 from tests.support.harness import Stack, wait_until
 
 pytestmark = pytest.mark.faults
 
 PREFIX = "failover"
-# A takeover and a failover both end within a few seconds; an answer later than this is lost.
-ANSWER_WITHIN = 45
 
 
 def start_stack(workdir: Path, model_files: dict[str, str], **overrides: Any) -> Stack:
@@ -45,39 +39,6 @@ def start_stack(workdir: Path, model_files: dict[str, str], **overrides: Any) ->
     return stack
 
 
-def jpeg(seed: int) -> bytes:
-    """A distinct 64x48 photo per seed: each gets predictions of its own from the test model."""
-    rng = np.random.default_rng(seed)
-    pixels = (rng.integers(0, 256, (1, 1, 3)) * np.linspace(0.2, 1, 64)[None, :, None]
-              + rng.integers(0, 64, (48, 64, 3))).clip(0, 255).astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, "JPEG", quality=95)
-    return out.getvalue()
-
-
-def post(stack: Stack, image: bytes, asynchronous: bool = False, timeout: float = 30) -> requests.Response:
-    return requests.post(f"{stack.url}/predict{'?async=1' if asynchronous else ''}", files={"image": image},
-                         timeout=timeout)
-
-
-def fetch_results(stack: Stack, job_ids: list[str], within: float) -> dict[str, requests.Response]:
-    """Each job's final answer (anything but 202 pending), asking until `within` seconds pass."""
-    answers: dict[str, requests.Response] = {}
-    deadline = time.monotonic() + within
-    while len(answers) < len(job_ids) and time.monotonic() < deadline:
-        for job_id in job_ids:
-            if job_id in answers:
-                continue
-            try:
-                response = requests.get(f"{stack.url}/result/{job_id}", timeout=10)
-            except requests.RequestException:
-                continue
-            if response.status_code not in (202, 503):
-                answers[job_id] = response
-        time.sleep(0.2)
-    return answers
-
-
 def _replicates_from(client: redis.Redis, port: int) -> bool:
     """Whether `client`'s server is a caught-up replica of the one on `port` (the Sentinels
     reconfigure it, and drop its clients' connections while they do)."""
@@ -88,21 +49,17 @@ def _replicates_from(client: redis.Redis, port: int) -> bool:
     return info.get("master_link_status") == "up" and int(info.get("master_port", 0)) == port
 
 
-def predictions(response: requests.Response) -> list[tuple[str, float]]:
-    return [(p["label"], round(p["probability"], 3)) for p in response.json()["predictions"]]
-
-
 def test_redis_sigkill_and_restart_from_its_append_only_file_keeps_what_it_accepted(tmp_path, tiny_model_files):
     stack = start_stack(tmp_path, tiny_model_files)
     try:
         queue = stack.model_queue()
-        answered = post(stack, jpeg(1), asynchronous=True).json()["id"]
-        assert fetch_results(stack, [answered], 20)[answered].status_code == 200
+        answered = post(stack.url, jpeg(1), asynchronous=True).json()["id"]
+        assert fetch_results(stack.url, [answered], 20)[answered].status_code == 200
         # Held in the queue: the model server is stopped, so these stay queued, unclaimed.
         stack.signal("model_server", signal.SIGSTOP)
         accepted = []
         for seed in range(10):
-            response = post(stack, jpeg(seed), asynchronous=True)
+            response = post(stack.url, jpeg(seed), asynchronous=True)
             assert response.status_code == 202, response.text
             accepted.append(response.json()["id"])
         # Two of them claimed by a consumer that then vanished: pending entries, taken over later.
@@ -117,87 +74,32 @@ def test_redis_sigkill_and_restart_from_its_append_only_file_keeps_what_it_accep
         assert before[0] >= 2 and before[1] == 10 and after == before
         stack.signal("model_server", signal.SIGCONT)
 
-        answers = fetch_results(stack, [answered, *accepted], ANSWER_WITHIN)
+        answers = fetch_results(stack.url, [answered, *accepted], ANSWER_WITHIN)
         assert {job: r.status_code for job, r in answers.items()} == {job: 200 for job in [answered, *accepted]}
         # Both tiers reconnected by themselves: a new synchronous request is answered.
-        assert post(stack, jpeg(99)).status_code == 200
+        assert post(stack.url, jpeg(99)).status_code == 200
         assert "abandoned jobs" in stack.log("model_server")  # the vanished consumer's two
     finally:
         stack.signal("model_server", signal.SIGCONT)
         stack.stop()
 
 
-class Flood:
-    """Synchronous clients (each checks that it gets its own image's answer) and one asynchronous
-    submitter, until stopped; every outcome recorded with its time."""
-
-    def __init__(self, stack: Stack, expected: dict[int, list[tuple[str, float]]], clients: int) -> None:
-        self.stack, self.expected, self.clients = stack, expected, clients
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.sync: list[tuple[float, float, str]] = []  # (sent, answered, status or error kind)
-        self.wrong_answers = 0
-        self.accepted: list[str] = []
-        self.async_statuses: Counter = Counter()
-        self.threads = [threading.Thread(target=self._sync_client, args=(n,)) for n in range(clients)]
-        self.threads.append(threading.Thread(target=self._async_client))
-
-    def __enter__(self) -> "Flood":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(60)
-
-    def _sync_client(self, number: int) -> None:
-        seed = number % len(self.expected)
-        image = jpeg(seed)
-        while not self.stop.is_set():
-            sent = time.monotonic()
-            try:
-                response = post(self.stack, image)
-                outcome = str(response.status_code)
-                wrong = response.status_code == 200 and predictions(response) != self.expected[seed]
-            except requests.RequestException as exc:
-                outcome, wrong = type(exc).__name__, False
-            with self.lock:
-                self.sync.append((sent, time.monotonic(), outcome))
-                self.wrong_answers += wrong
-
-    def _async_client(self) -> None:
-        seed = 0
-        while not self.stop.is_set():
-            seed += 1
-            try:
-                response = post(self.stack, jpeg(seed % 3), asynchronous=True)
-                outcome = str(response.status_code)
-                if response.status_code == 202:
-                    self.accepted.append(response.json()["id"])
-            except requests.RequestException as exc:
-                outcome = type(exc).__name__
-            self.async_statuses[outcome] += 1
-            time.sleep(0.05)
-
-
 def test_primary_sigkill_under_a_flood_fails_over_and_keeps_every_accepted_job(tmp_path, tiny_model_files):
     stack = start_stack(tmp_path, tiny_model_files, sentinel=True, MIN_REPLICAS=1, MIN_REPLICAS_TIMEOUT_MS=500)
     assert stack.replica is not None and stack.sentinels is not None
     try:
-        expected = {seed: predictions(post(stack, jpeg(seed))) for seed in range(3)}
+        expected = {seed: predictions(post(stack.url, jpeg(seed))) for seed in range(3)}
         assert len({tuple(p) for p in expected.values()}) == 3, expected  # each image has its own answer
         # MIN_REPLICAS=1: with the replica frozen nothing acknowledges, so nothing is promised.
         stack.replica.process.send_signal(signal.SIGSTOP)
         try:
-            refused = post(stack, jpeg(0), asynchronous=True)
+            refused = post(stack.url, jpeg(0), asynchronous=True)
         finally:
             stack.replica.process.send_signal(signal.SIGCONT)
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1", refused.text
         assert "0 of the 1 Redis replicas" in refused.json()["error"]
-        assert post(stack, jpeg(0), asynchronous=True).status_code == 202
-        with Flood(stack, expected, clients=6) as flood:
+        assert post(stack.url, jpeg(0), asynchronous=True).status_code == 202
+        with Flood(stack.url, expected, clients=6) as flood:
             time.sleep(5)
             # For a second before the kill nothing is answered, so every synchronous client is
             # waiting on its job when the primary dies (what re-queueing is for).
@@ -222,7 +124,7 @@ def test_primary_sigkill_under_a_flood_fails_over_and_keeps_every_accepted_job(t
                                if sent < killed_at and answered > killed_at + 1.0)
         # The gap: from the kill to the first 200 answering a request sent after it.
         first_ok = min(answered for sent, answered, outcome in flood.sync if sent > killed_at and outcome == "200")
-        answers = fetch_results(stack, flood.accepted, ANSWER_WITHIN)
+        answers = fetch_results(stack.url, flood.accepted, ANSWER_WITHIN)
         lost = [job for job in flood.accepted if job not in answers or answers[job].status_code != 200]
         result_keys = [stack.queue().keys.result(job) for job in flood.accepted]
         try:  # the last answers may still be on their way to the replica
