@@ -34,7 +34,7 @@ from PIL import Image
 from redis.sentinel import Sentinel
 
 from keras_rest_api import settings
-from keras_rest_api.queue.jobs import parse_sentinels
+from keras_rest_api.queue.redis_users import parse_sentinels
 from keras_rest_api.queue.redis_users import client_options, sentinel_options
 
 # A takeover and a failover both end within a few seconds; an answer later than this is lost.

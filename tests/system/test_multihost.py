@@ -210,7 +210,7 @@ SENTINELS_READY = """
 import sys, time, redis
 from redis.sentinel import Sentinel
 from keras_rest_api import settings
-from keras_rest_api.queue.jobs import parse_sentinels
+from keras_rest_api.queue.redis_users import parse_sentinels
 from keras_rest_api.queue.redis_users import client_options, sentinel_options
 config = settings.load()
 tls = {k: v for k, v in client_options(config).items() if k.startswith("ssl_")}
