@@ -20,7 +20,7 @@ run in rounds baseline, off, everysec, wait, baseline, ... so each sees the same
 Printed: images/s of each and the ratio to `off`, the 202 latency, and Redis's CPU time per
 image, from which the images/s one Redis core carries for this workload follows.
 
-    .venv/bin/python -m bench.durability --concurrency 32 --duration 15 --rounds 2
+    .venv/bin/python -m bench.durability --concurrency 32 --duration 15 --rounds 4 [--baseline-tree DIR]
 """
 from __future__ import annotations
 
@@ -150,6 +150,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per closed-loop run")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load on each stack before the rounds")
     parser.add_argument("--async-count", type=int, default=256, help="asynchronous submits per round")
     parser.add_argument("--json", help="write all figures to this file")
     parser.add_argument("--baseline-tree", type=Path,
@@ -183,6 +184,11 @@ def main() -> int:
             (workdir / name).mkdir()
             stacks[name] = Stack(workdir / name, settings, sentinel=sentinel)
             stacks[name].start()
+        # Not counted: each stack's first seconds under load (JIT, caches, Apache spawning its
+        # threads) would fall on whichever stack is measured first.
+        for stack in stacks.values():
+            stress.run_closed_loop(f"{stack.url}/predict", image_path, concurrency=args.concurrency,
+                                   duration=args.warmup)
         for round_number in range(args.rounds):
             for name, stack in stacks.items():
                 before = redis_cpu_seconds(stack)
