@@ -33,6 +33,13 @@ export KRAS_BODY_LIMIT="$body_limit" KRAS_BODY_SPOOL="$body_spool"
 # Read by access-log.conf: the access log, with job ids masked.
 export KRAS_ACCESS_LOG="$server_root-access.log"
 
+# The app is built once here, as the user its daemons run as: a setting or a file it refuses (an
+# API_KEYS_FILE that user cannot read, a bad Redis password file) stops the start with the reason,
+# instead of mod_wsgi answering 500 to every request and logging a traceback for each.
+as_daemon=()
+if [ "$(id -u)" = 0 ]; then as_daemon=(runuser -u "${APACHE_USER:-www-data}" --); fi
+env -u METRICS_DIR "${as_daemon[@]}" "$venv/bin/python" -m keras_rest_api.wsgi || exit 2
+
 args=(
   "$project/keras_rest_api_app.wsgi"
   --host "$HOST" --port "$PORT"

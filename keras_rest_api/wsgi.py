@@ -1,11 +1,15 @@
 """What mod_wsgi serves: the app built from the settings in the environment.
 
 `keras_rest_api_app.wsgi` (the card's WSGI script, which Apache loads) takes `application`
-from `load_application()`.
+from `load_application()`. `python -m keras_rest_api.wsgi` builds the same app and exits 2 with
+the reason when it cannot be built: apache/serve.sh runs it as the daemons' user before Apache
+starts, so that a setting or a file the app refuses (an API_KEYS_FILE that user cannot read)
+stops the start with one line, instead of Apache answering 500 to every request.
 """
 from __future__ import annotations
 
 import logging
+import sys
 
 from flask import Flask
 
@@ -33,3 +37,17 @@ def load_application() -> Flask:
     # paid 2-10 page faults per request instead of under 1.
     set_malloc_policy(config["MALLOC_KEEP_BYTES"])
     return create_app(config)
+
+
+def check() -> int:
+    """Build the app from the environment's settings once; 0 when it can be, else 2 and the reason."""
+    try:
+        create_app(settings.load())
+    except (ValueError, OSError) as exc:  # SettingError, ApiKeyError and RedisSecurityError are ValueErrors
+        print(f"web tier: cannot start: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(check())

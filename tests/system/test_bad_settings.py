@@ -7,6 +7,7 @@ server and the WSGI app each refuse to start, naming the setting and what it exp
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -50,3 +51,29 @@ def test_the_model_server_exits_on_a_bad_setting():
                          text=True, timeout=300)
     assert run.returncode == 2, run.stderr[-2000:]
     assert "cannot start: API_KEYS: entry 1 is not `name:key`" in run.stderr
+
+
+def test_apache_does_not_start_a_web_tier_that_cannot_read_its_api_keys_file(tmp_path):
+    # Readable by root only: run as root, serve.sh must find that Apache's daemons (www-data)
+    # cannot read it; not as root, the file is simply missing. Before, Apache started and
+    # answered 500 to every request, with a traceback in the log for each.
+    keys = tmp_path / "api_keys"
+    if os.geteuid() == 0:
+        keys.write_text("ops:0123456789abcdef0123456789\n")
+        os.chmod(keys, 0o600)
+    port = free_port()
+    env = {**os.environ, "API_KEYS_FILE": str(keys), "PORT": str(port), "HOST": "127.0.0.1",
+           "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "APACHE_SERVER_ROOT": str(tmp_path / "apache")}
+    serve = subprocess.Popen([str(PROJECT / "apache" / "serve.sh")], cwd=PROJECT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = serve.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(serve.pid, signal.SIGTERM)  # Apache started after all: stop all of it
+        serve.communicate(timeout=30)
+        pytest.fail(f"Apache started with an API_KEYS_FILE its daemons cannot read (listening: {listening(port)})")
+    assert serve.returncode == 2, stderr[-2000:]
+    assert f"web tier: cannot start: API_KEYS_FILE '{keys}' cannot be read" in stderr
+    assert "readable by the web tier's user" in stderr
+    assert "0123456789abcdef" not in stderr + stdout
+    assert not listening(port)

@@ -70,3 +70,12 @@ def test_the_wsgi_app_refuses_to_load_on_a_bad_setting(monkeypatch, caplog):
     with caplog.at_level(logging.ERROR), pytest.raises(settings.SettingError, match="API_KEYS"):
         wsgi.load_application()
     assert "refusing to load the web tier: API_KEYS" in caplog.text
+
+
+def test_the_web_tier_check_names_what_the_app_refuses_and_passes_what_it_accepts(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("API_KEYS_FILE", str(tmp_path / "missing"))
+    assert wsgi.check() == 2
+    assert f"web tier: cannot start: API_KEYS_FILE '{tmp_path / 'missing'}' cannot be read" in capsys.readouterr().err
+    (tmp_path / "keys").write_text("ops:0123456789abcdef0123\n")
+    monkeypatch.setenv("API_KEYS_FILE", str(tmp_path / "keys"))
+    assert wsgi.check() == 0
