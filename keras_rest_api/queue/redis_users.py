@@ -30,9 +30,9 @@ user names, never a password):
     keras-rest-api-redis-users prepare --dir .run/redis-secrets --data-dir .run/redis --port 6379 [--tls]
     keras-rest-api-redis-users probe [--wait SECONDS] [--role admin --dir DIR]
     keras-rest-api-redis-users functions [--role admin --dir DIR]   # load queue/functions.py's library
-(probe and functions reach the primary through the Sentinels when REDIS_SENTINELS is set)
     keras-rest-api-redis-users rules      # ACL SETUSER commands for a Redis of your own
     keras-rest-api-redis-users default-rules  # then this one: the default user off (see acl_file_text)
+With REDIS_SENTINELS set, probe and functions reach the primary the Sentinels report, as the tiers do.
 """
 from __future__ import annotations
 
