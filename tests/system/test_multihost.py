@@ -54,23 +54,37 @@ PREFIX = "multihost"
 REQUESTS = 100
 SERVERS = ("gpu0", "gpu1")
 
+# Prepended to the client-host scripts that wait: call `check` every 0.2 s until it returns
+# (True, what to print), or `seconds` pass; exit 1 printing what it last said or raised of `errors`.
+POLL = """
+import sys, time
+
+def until(check, seconds, errors):
+    deadline, last = time.monotonic() + seconds, "nothing yet"
+    while time.monotonic() < deadline:
+        try:
+            done, last = check()
+            if done:
+                print(last)
+                sys.exit(0)
+        except errors as exc:  # the service is not up yet: say so if it never comes
+            last = repr(exc)
+        time.sleep(0.2)
+    print(last)
+    sys.exit(1)
+"""
+
 # Run on the client host: wait (bounded) until /ready lists every named model server.
-WAIT_READY = """
-import sys, time, requests
-url, count, deadline = sys.argv[1], len(sys.argv[2].split(",")), time.monotonic() + float(sys.argv[3])
-last = "nothing yet"
-while time.monotonic() < deadline:
-    try:
-        answer = requests.get(url, timeout=2)
-        last = f"{answer.status_code} {answer.text}"
-        if answer.status_code == 200 and answer.json()["model_servers_alive"] >= count:
-            print(answer.text)
-            sys.exit(0)
-    except requests.RequestException as exc:
-        last = repr(exc)
-    time.sleep(0.2)
-print(last)
-sys.exit(1)
+WAIT_READY = POLL + """
+import requests
+url, count = sys.argv[1], len(sys.argv[2].split(","))
+
+def ready():
+    answer = requests.get(url, timeout=2)
+    ok = answer.status_code == 200 and answer.json()["model_servers_alive"] >= count
+    return ok, answer.text if ok else f"{answer.status_code} {answer.text}"
+
+until(ready, float(sys.argv[3]), requests.RequestException)
 """
 
 # Run on the client host: what each live model server published in its heartbeat.
@@ -206,31 +220,25 @@ FLOOD_SECONDS, KILL_AFTER = 18.0, 5.0
 
 # Run on the client host, as admin, through the Sentinels (TLS): wait (bounded) until every
 # Sentinel sees the other two and the replica, and the replica is caught up.
-SENTINELS_READY = """
-import sys, time, redis
+SENTINELS_READY = POLL + """
+import redis
 from redis.sentinel import Sentinel
 from keras_rest_api import settings
-from keras_rest_api.queue.redis_users import parse_sentinels
-from keras_rest_api.queue.redis_users import client_options, sentinel_options
+from keras_rest_api.queue.redis_users import client_options, parse_sentinels, sentinel_options
 config = settings.load()
 tls = {k: v for k, v in client_options(config).items() if k.startswith("ssl_")}
-deadline, last = time.monotonic() + float(sys.argv[1]), "nothing yet"
-while time.monotonic() < deadline:
-    try:
-        states = [redis.Redis(host=h, port=p, ssl=True, socket_timeout=2, **tls, **sentinel_options(config))
-                  .sentinel_master(config["REDIS_SENTINEL_MASTER"]) for h, p in parse_sentinels(config["REDIS_SENTINELS"])]
-        last = [(s["ip"], s["port"], s["num-other-sentinels"], s["num-slaves"]) for s in states]
-        if all(s["num-other-sentinels"] >= 2 and s["num-slaves"] >= 1 for s in states):
-            sentinel = Sentinel(parse_sentinels(config["REDIS_SENTINELS"]), sentinel_kwargs={"ssl": True, **tls, **sentinel_options(config)})
-            replica = sentinel.slave_for(config["REDIS_SENTINEL_MASTER"], ssl=True, **client_options(config))
-            if replica.info("replication").get("master_link_status") == "up":
-                print(last)
-                sys.exit(0)
-    except redis.RedisError as exc:
-        last = repr(exc)
-    time.sleep(0.2)
-print(last)
-sys.exit(1)
+
+def quorum_and_replica():
+    states = [redis.Redis(host=h, port=p, ssl=True, socket_timeout=2, **tls, **sentinel_options(config))
+              .sentinel_master(config["REDIS_SENTINEL_MASTER"]) for h, p in parse_sentinels(config["REDIS_SENTINELS"])]
+    seen = [(s["ip"], s["port"], s["num-other-sentinels"], s["num-slaves"]) for s in states]
+    if not all(s["num-other-sentinels"] >= 2 and s["num-slaves"] >= 1 for s in states):
+        return False, seen
+    sentinel = Sentinel(parse_sentinels(config["REDIS_SENTINELS"]), sentinel_kwargs={"ssl": True, **tls, **sentinel_options(config)})
+    replica = sentinel.slave_for(config["REDIS_SENTINEL_MASTER"], ssl=True, **client_options(config))
+    return replica.info("replication").get("master_link_status") == "up", seen
+
+until(quorum_and_replica, float(sys.argv[1]), redis.RedisError)
 """
 
 # Run on the client host, as admin: how many answers each job's result list holds on the
