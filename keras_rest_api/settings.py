@@ -250,9 +250,10 @@ _POSITIVE = frozenset({
     "REQUEST_HEADER_MIN_RATE", "REQUEST_BODY_TIMEOUT", "REQUEST_BODY_MAX_TIMEOUT", "REQUEST_BODY_MIN_RATE",
     "MAX_MODEL_PARAMETERS", "MAX_MODEL_CONFIG_BYTES", "REPOSITORY_POLL_SECONDS",
     "BATCH_SIZE", "QUEUE_BLOCK_MS", "CLAIM_IDLE_MS", "MAX_DELIVERIES", "HEARTBEAT_INTERVAL", "HEARTBEAT_TTL",
-    "RESULT_TTL",
+    "RESULT_TTL", "MAX_INSTANCES", "FEATURES_BATCH_SIZE",
 })
 _PORTS = frozenset({"PORT"})
+_MIN_JSON_BYTES = 64
 _CHOICES: dict[str, tuple[str, ...]] = {
     "LOG_LEVEL": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     "MODEL_PRECISION": ("float32", "bfloat16"),
@@ -314,6 +315,9 @@ def validate(values: Mapping[str, Any]) -> None:
     if "REDIS_URL" in values and urlsplit(str(values["REDIS_URL"])).scheme not in _REDIS_SCHEMES:
         raise SettingError(f"REDIS_URL must start with {', '.join(s + '://' for s in _REDIS_SCHEMES)} "
                            "(e.g. redis://127.0.0.1:6379/0); got a URL with another scheme.")
+    if values.get("MAX_JSON_BYTES", _MIN_JSON_BYTES) < _MIN_JSON_BYTES:
+        raise SettingError(f"MAX_JSON_BYTES must be at least {_MIN_JSON_BYTES} (default {MAX_JSON_BYTES}), got "
+                           f"{_shown(values['MAX_JSON_BYTES'])}: no features request would fit.")
     if values.get("DEFAULT_TOP_K", 0) > values.get("MAX_TOP_K", math.inf):
         raise SettingError(f"DEFAULT_TOP_K ({values['DEFAULT_TOP_K']}) must be at most MAX_TOP_K "
                            f"({values['MAX_TOP_K']}); lower one or raise the other.")

@@ -17,7 +17,6 @@ from keras_rest_api.imaging.budget import DecodeBudget, set_malloc_policy
 from keras_rest_api.queue.jobs import queue_from_settings
 from keras_rest_api.web import auth, errors, multipart, page, v2
 from keras_rest_api.web.dataplane import DataPlane
-from keras_rest_api.web.features import check_settings
 from keras_rest_api.web.limits import refuse_unparsed_bodies
 from keras_rest_api.web.metrics import WebMetrics
 from keras_rest_api.web.predict import PredictEndpoints
@@ -30,7 +29,6 @@ _READ_TIMEOUT_MARGIN = 5.0
 def create_app(settings: Mapping[str, Any]) -> Flask:
     """The app for `settings`: every setting by name, as the entry point's
     `keras_rest_api.settings.load()` gives them (tests pass their own)."""
-    check_settings(settings)
     app = Flask(__name__, static_folder=None)  # the pages' files are web.page's, under /ui
     app.config.update(settings)
     config = app.config

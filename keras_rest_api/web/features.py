@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -24,14 +24,6 @@ from keras_rest_api.queue.records import FeatureSpec, ModelContract, Result
 
 # How many field errors one answer lists; past that, the count.
 MAX_LISTED_ERRORS = 100
-
-
-def check_settings(config: Mapping[str, Any]) -> None:
-    """ValueError naming the setting, for features-request settings out of range (checked at start)."""
-    for name, low in (("MAX_INSTANCES", 1), ("MAX_JSON_BYTES", 64), ("FEATURES_BATCH_SIZE", 1)):
-        value = config.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
 
 
 def parse_json(data: bytes, limit: int) -> Any:
