@@ -42,6 +42,10 @@ class ApiKeys:
         # Compared as SHA-256 digests: equal lengths, so compare_digest takes the same time for any input.
         self._digests = [(name, hashlib.sha256(key.encode()).digest()) for name, key in keys.items()]
         self.names = frozenset(keys)
+        # Who owns what a key creates (asynchronous jobs), as stored beside it in Redis: a hash of
+        # the key's digest, so neither the key nor a way to test guesses of it is stored.
+        self._owners = {name: hashlib.sha256(b"kras-job-owner:" + digest).hexdigest()[:32]
+                        for name, digest in self._digests}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ApiKeys | None:
@@ -64,10 +68,8 @@ class ApiKeys:
         return cls(keys) if keys else None
 
     def owner_tag(self, name: str) -> str:
-        """Who owns what key `name` creates (asynchronous jobs), as stored beside it in Redis: a
-        hash of the key's digest, so neither the key nor a way to test guesses of it is stored."""
-        digest = dict(self._digests)[name]
-        return hashlib.sha256(b"kras-job-owner:" + digest).hexdigest()[:32]
+        """The owner tag of key `name` (see __init__)."""
+        return self._owners[name]
 
     def identify(self, presented: str) -> str | None:
         """The name of the key `presented`, or None; every key is compared, whatever matches."""

@@ -29,6 +29,19 @@ def refuse_unparsed_bodies() -> None:
     check_upload_type(request.mimetype)
 
 
+def read_at_most(count: int) -> bytes:
+    """Up to `count` bytes of the request body, however the server hands it over: one read of a
+    streamed (chunked) body may return fewer bytes than asked, so it is read until `count` or the end."""
+    chunks, size = [], 0
+    while size < count:
+        chunk = request.stream.read(min(1 << 20, count - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def check_upload_type(mimetype: str) -> None:
     """UnsupportedMediaType unless `mimetype` is one an upload may come as."""
     if mimetype in PARSED_TYPES or mimetype.startswith("image/"):

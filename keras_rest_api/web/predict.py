@@ -24,7 +24,7 @@ from keras_rest_api.web import auth
 from keras_rest_api.web.features import example_instance, instances_of, parse_json, predictions_json, rows_of
 from keras_rest_api.web.dataplane import DataPlane, check_answer, no_answer_message
 from keras_rest_api.web.errors import REDIS_UNAVAILABLE, log_redis_error
-from keras_rest_api.web.limits import check_upload_type
+from keras_rest_api.web.limits import check_upload_type, read_at_most
 from keras_rest_api.web.metrics import CONTENT_TYPE_LATEST, WebMetrics
 from keras_rest_api.web.openapi import build_spec
 from keras_rest_api.web.served import ServedModels, VersionView
@@ -325,9 +325,9 @@ def _refuse_json_over(limit: int) -> None:
 
 
 def _json_bytes(limit: int) -> bytes:
-    """The JSON body, read only when its declared length is within `limit` (a streamed one is cut past it)."""
-    _refuse_json_over(limit)
-    return request.stream.read(limit + 1) if request.content_length is None else request.get_data(cache=False)
+    """The JSON body, whose declared length the caller checked against `limit` (a streamed one is
+    read up to one byte past it, for parse_json's 413)."""
+    return read_at_most(limit + 1) if request.content_length is None else request.get_data(cache=False)
 
 
 def _upload_bytes(max_upload_bytes: int) -> bytes:

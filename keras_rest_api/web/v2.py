@@ -42,6 +42,7 @@ from keras_rest_api.errors import BadGateway, ModelNotFound, ProtocolError, Requ
 from keras_rest_api.queue.records import ModelContract, Result
 from keras_rest_api.web.dataplane import DataPlane
 from keras_rest_api.web.features import rows_of
+from keras_rest_api.web.limits import read_at_most
 
 log = logging.getLogger("web.v2")
 
@@ -252,17 +253,11 @@ def _read_json_body(what: str) -> bytes:
     """A body that is all JSON, read up to MAX_JSON_BYTES (413 beyond: one streamed without
     Content-Length is cut there)."""
     limit = _plane().max_json_bytes
-    chunks, size = [], 0
-    while size <= limit:
-        chunk = request.stream.read(min(1 << 20, limit + 1 - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if size > limit:
+    data = read_at_most(limit + 1)
+    if len(data) > limit:
         raise RequestTooLarge(f"{what} has more than {limit} bytes of JSON; this server parses at most {limit} "
                               f"(MAX_JSON_BYTES). {_JSON_ADVICE}")
-    return b"".join(chunks)
+    return data
 
 
 def _refuse_json_over_cap(length: int | None, what: str) -> None:
@@ -344,7 +339,7 @@ def _category(feature: Any, value: float) -> Any:
 
 
 def _check_batch(batch: int, shape: list[int]) -> None:
-    limit = min(current_app.config["MAX_INSTANCES"], _plane().max_queue_length)
+    limit = _max_batch(current_app.config["MAX_INSTANCES"])
     if not 1 <= batch <= limit:
         raise ProtocolError(f"The first dimension is the batch, from 1 to {limit} instances; received shape {shape}.")
 
@@ -394,9 +389,9 @@ def _feature_tensors(inputs: list[dict[str, Any]], binary: bytes) -> list[tuple[
     return tensors
 
 
-def _max_batch() -> int:
+def _max_batch(limit: int = MAX_BATCH) -> int:
     # A batch larger than the queue could never be queued whole.
-    return min(MAX_BATCH, _plane().max_queue_length)
+    return min(limit, _plane().max_queue_length)
 
 
 def _split_body() -> tuple[dict[str, Any], bytes]:
