@@ -260,8 +260,10 @@ class JobQueue:
         for claimed, result in answers:
             if claimed.consumer != answers[0][0].consumer:
                 raise ValueError("one reply answers the claims of one consumer")
-            keys.append(self.keys.result(claimed.job.id) if claimed.job is not None else self.stream)
-            args.extend((claimed.entry_id, result.to_redis() if claimed.job is not None else b""))
+            if claimed.job is None:
+                raise ValueError("an entry without a job is discarded (JobQueue.discard), not answered")
+            keys.append(self.keys.result(claimed.job.id))
+            args.extend((claimed.entry_id, result.to_redis()))
         return int(self.redis.fcall(REPLY, len(keys), *keys, *args))
 
     def discard(self, entry_ids: Sequence[bytes]) -> None:

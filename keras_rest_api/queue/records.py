@@ -225,7 +225,7 @@ def _features_job(cls: type[Job], fields: Mapping[bytes, bytes]) -> Job:
            f"feature row of {len(data)} bytes: expected 1..{MAX_FEATURES} float64 values")
     row = np.frombuffer(data, dtype="<f8")
     _check(bool(np.all(np.isfinite(row))), "feature row holds a value that is not finite")
-    return cls(pixels=NO_PIXELS, features=row.astype(np.float64), **shared)
+    return cls(pixels=NO_PIXELS, features=row.astype(np.float64, copy=False), **shared)
 
 
 def _shared_job_fields(fields: Mapping[bytes, bytes], what: str) -> dict[str, Any]:
@@ -574,8 +574,9 @@ class ModelContract:
 
     def __post_init__(self) -> None:
         _validate_contract(self)
-        if self.input_kind == "features" or self.output_kind != "classification":
-            _validate_features_contract(self)
+        # Every contract, image models' too: a forged record must not pass an unknown input kind
+        # or features on an image model.
+        _validate_features_contract(self)
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -496,8 +496,6 @@ def probe(client: redis.Redis) -> str:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # A TLS failure is a ConnectionError too, but something did answer on that port.
         return "refused" if "SSL" in str(exc) or "certificate" in str(exc) else "unreachable"
-    finally:
-        client.close()
 
 
 def _load_functions(client: redis.Redis, where: str) -> int:
@@ -580,13 +578,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Behind Sentinels this asks them for the primary, so both commands reach the server the tiers will.
         if args.command == "functions":
             return _load_functions(connect_from_settings(config, read_timeout=10.0), _where(config))
-        probing = {**config, "REDIS_CONNECT_TIMEOUT": min(float(config["REDIS_CONNECT_TIMEOUT"]), 1.0)}
+        # One client for every try: a failed ping leaves no connection behind, and each new
+        # connection asks the Sentinels (if any) for the primary again.
+        client = connect_from_settings({**config, "REDIS_CONNECT_TIMEOUT": min(float(config["REDIS_CONNECT_TIMEOUT"]), 1.0)},
+                                       read_timeout=1.0)
         deadline = time.monotonic() + args.wait
-        while True:
-            outcome = probe(connect_from_settings(probing, read_timeout=1.0))
-            if outcome != "unreachable" or time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
+        try:
+            while (outcome := probe(client)) == "unreachable" and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            client.close()
     except (RedisSecurityError, ValueError) as exc:
         print(f"redis_users: {exc}", file=sys.stderr)
         return 2

@@ -243,6 +243,11 @@ def test_a_contract_says_what_is_wrong_with_it():
         ModelContract("m", "1", 224, 224, 10, resize="stretch")
 
 
+def test_an_image_contract_with_an_unknown_input_kind_is_refused():
+    with pytest.raises(RecordError, match="input kind 'bogus' is not one of image, features"):
+        ModelContract("m", "1", 224, 224, 10, input_kind="bogus")
+
+
 # --- hostile jobs -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,value", [
