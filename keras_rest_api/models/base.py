@@ -61,12 +61,6 @@ class LoadedModel:
             raise RuntimeError(f"{self.name} version {self.version} was unloaded; load it again to use it.")
         return backends.predict_on_batch(self.model, self.preprocess(rows.astype(np.float64)))
 
-    def blank(self, size: int) -> np.ndarray:
-        """A batch of `size` inputs of the right shape (zeros), to warm the model up."""
-        if self.contract is not None and self.contract.takes_features:
-            return np.zeros((size, len(self.contract.features)), dtype=np.float64)
-        return np.zeros((size, *self.input_size, 3), dtype=np.uint8)
-
     def metadata(self) -> dict[str, Any]:
         """What the web tier needs to know about this model, published through Redis."""
         return {

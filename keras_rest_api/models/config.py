@@ -44,6 +44,7 @@ from importlib import resources
 from typing import Any, Mapping, Sequence
 
 from keras_rest_api.models.base import ModelLoadError
+from keras_rest_api.models.features import encoded_width
 from keras_rest_api.models.precision import PRECISIONS
 from keras_rest_api.models.preprocessing import DEFAULT_CHANNEL_ORDER, check_channel_order
 from keras_rest_api.queue.records import (CHANNEL_ORDERS, INTERPOLATIONS, MAX_BATCH_SIZE, MAX_FEATURES,
@@ -75,6 +76,11 @@ _BATCHING = {"max_batch_size", "max_wait_ms"}
 # A features model's contract travels in every heartbeat of its servers (at most
 # MAX_HEARTBEAT_BYTES, which may list several models): one contract may take a quarter.
 MAX_CONTRACT_BYTES = MAX_HEARTBEAT_BYTES // 4
+
+
+def resolves_outside(path: str, folder: str) -> bool:
+    """Whether `path`, links followed, lies outside `folder` (a file that is a link out of a model's folder)."""
+    return os.path.commonpath([os.path.realpath(path), os.path.realpath(folder)]) != os.path.realpath(folder)
 
 
 class ModelConfigError(ModelLoadError):
@@ -136,7 +142,7 @@ class ModelConfig:
     @property
     def encoded_width(self) -> int:
         """The width of the model's input: a column per numeric feature, one per category."""
-        return sum(feature.width for feature in self.features)
+        return encoded_width(self.features)
 
     @property
     def builtin(self) -> str:
@@ -438,7 +444,8 @@ class _Parser:
     def vocabulary_file(self, file_name: str, where: str) -> list[str]:
         folder = os.path.dirname(self.path)
         path = os.path.normpath(os.path.join(folder, file_name))
-        if os.path.isabs(file_name) or not path.startswith(folder + os.sep):
+        # Followed through links too: every value of the file is published in the model's contract.
+        if os.path.isabs(file_name) or not path.startswith(folder + os.sep) or resolves_outside(path, folder):
             raise self.fail(f'{where}: "vocabulary" file {file_name!r} must be inside the model folder {folder}.')
         try:
             with open(path, encoding="utf-8") as f:

@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_rest_api.models.base import LoadedModel
 from keras_rest_api.models.builtin import BUILTIN_MODELS
-from keras_rest_api.models.config import MODEL_FILE, ModelConfig, ModelConfigError
+from keras_rest_api.models.config import MODEL_FILE, ModelConfig, ModelConfigError, resolves_outside
 from keras_rest_api.models.contracts import (builtin_contract, contract_preprocessor, finish, legacy_contract,
                                              model_name_from_file)
 from keras_rest_api.models.declared_size import check_settings_limits
@@ -201,8 +201,7 @@ def _labels(config: ModelConfig, folder: str, classes: int, model_file: str) -> 
         _check_inside(config, spec)
         candidates = [os.path.join(folder, spec), os.path.join(config.folder, spec)]
         path = next((c for c in candidates if os.path.isfile(c)), "")
-        if path and os.path.commonpath([os.path.realpath(path), os.path.realpath(config.folder)]) \
-                != os.path.realpath(config.folder):
+        if path and resolves_outside(path, config.folder):
             raise ModelConfigError(f"{config.config_file}: labels file {spec!r} is a link to "
                                    f"{os.path.realpath(path)}, outside the model's folder {config.folder}. "
                                    "Put the labels file itself in the model's folder.")

@@ -70,6 +70,18 @@ def test_a_bad_features_config_is_refused_with_the_fix(tmp_path, change, message
     assert message in str(refused.value) and "config.json" in str(refused.value)
 
 
+def test_a_vocabulary_file_that_links_out_of_the_model_folder_is_refused(tmp_path):
+    # Its values would be published in the contract, so a link must not lead out of the folder.
+    secret = tmp_path / "secret.txt"
+    secret.write_text("north\nsouth\n")
+    body = json.loads(json.dumps(GOOD))
+    body["input"]["features"][2]["vocabulary"] = "linked.txt"
+    (tmp_path / "trips").mkdir()
+    (tmp_path / "trips" / "linked.txt").symlink_to(secret)
+    with pytest.raises(ModelConfigError, match="must be inside the model folder"):
+        parse(tmp_path, body).contract("1", (1, 1), 1)
+
+
 def test_a_saved_model_of_another_input_width_is_refused_naming_the_width(tmp_path):
     import keras
 
