@@ -27,6 +27,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
+from keras_rest_api.errors import clip
+
 WIRE_VERSION = b"1"
 # Bucket bounds (seconds) of the inference-time histogram model servers publish with heartbeats.
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -166,28 +168,25 @@ class Job:
         if pixels.ndim != 3 or pixels.shape[2] != 3:
             raise ValueError(f"expected pixels of shape (height, width, 3), received {pixels.shape}")
         height, width, _ = pixels.shape
+        return {**self._shared_fields(), "shape": f"{height},{width}".encode(), "pixels": pixels.tobytes()}
+
+    def _features_to_redis(self) -> dict[str, bytes]:
+        row = np.ascontiguousarray(self.features, dtype="<f8")
+        if row.ndim != 1 or not 1 <= row.size <= MAX_FEATURES:
+            raise ValueError(f"expected one row of 1..{MAX_FEATURES} feature values, received shape {row.shape}")
+        return {**self._shared_fields(), "kind": FEATURES_JOB, "features": row.tobytes()}
+
+    def _shared_fields(self) -> dict[str, bytes]:
+        """The fields every kind of job carries (read back by _shared_job_fields)."""
         return {
             "v": WIRE_VERSION,
             "id": self.id.encode(),
-            "shape": f"{height},{width}".encode(),
             "top_k": str(self.top_k).encode(),
             "deadline": repr(self.deadline).encode(),
             "enqueued_at": repr(self.enqueued_at).encode(),
             "later": b"1" if self.fetch_later else b"0",
             "full": b"1" if self.full_output else b"0",
             "rid": self.request_id.encode(),
-            "pixels": pixels.tobytes(),
-        }
-
-    def _features_to_redis(self) -> dict[str, bytes]:
-        row = np.ascontiguousarray(self.features, dtype="<f8")
-        if row.ndim != 1 or not 1 <= row.size <= MAX_FEATURES:
-            raise ValueError(f"expected one row of 1..{MAX_FEATURES} feature values, received shape {row.shape}")
-        return {
-            "v": WIRE_VERSION, "kind": FEATURES_JOB, "id": self.id.encode(), "top_k": str(self.top_k).encode(),
-            "deadline": repr(self.deadline).encode(), "enqueued_at": repr(self.enqueued_at).encode(),
-            "later": b"1" if self.fetch_later else b"0", "full": b"1" if self.full_output else b"0",
-            "rid": self.request_id.encode(), "features": row.tobytes(),
         }
 
     @classmethod
@@ -201,7 +200,7 @@ class Job:
             height, width = (int(n) for n in fields[b"shape"].split(b","))
             data = fields[b"pixels"]
         except (KeyError, ValueError) as exc:
-            raise RecordError(f"malformed job entry: {type(exc).__name__}: {_shown(str(exc))}") from None
+            raise RecordError(f"malformed job entry: {type(exc).__name__}: {clip(str(exc))}") from None
         _check(1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE,
                f"image shape {height}x{width} outside 1..{MAX_SIDE}")
         _check(len(data) == height * width * 3,
@@ -220,7 +219,7 @@ def _features_job(cls: type[Job], fields: Mapping[bytes, bytes]) -> Job:
     try:
         data = fields[b"features"]
     except KeyError as exc:
-        raise RecordError(f"malformed features job entry: KeyError: {_shown(str(exc))}") from None
+        raise RecordError(f"malformed features job entry: KeyError: {clip(str(exc))}") from None
     _check(isinstance(data, (bytes, bytearray)) and len(data) % 8 == 0 and 8 <= len(data) <= 8 * MAX_FEATURES,
            f"feature row of {len(data)} bytes: expected 1..{MAX_FEATURES} float64 values")
     row = np.frombuffer(data, dtype="<f8")
@@ -231,7 +230,7 @@ def _features_job(cls: type[Job], fields: Mapping[bytes, bytes]) -> Job:
 def _shared_job_fields(fields: Mapping[bytes, bytes], what: str) -> dict[str, Any]:
     """The fields every kind of job carries, parsed and checked, as Job's keyword arguments."""
     try:
-        _check(fields[b"v"] == WIRE_VERSION, f"wire version {_shown(fields[b'v'])}, expected {WIRE_VERSION!r}")
+        _check(fields[b"v"] == WIRE_VERSION, f"wire version {clip(fields[b'v'])}, expected {WIRE_VERSION!r}")
         job_id = fields[b"id"].decode("ascii")
         request_id = fields.get(b"rid", b"").decode("ascii")
         top_k = int(fields[b"top_k"])
@@ -240,8 +239,8 @@ def _shared_job_fields(fields: Mapping[bytes, bytes], what: str) -> dict[str, An
     except RecordError:
         raise
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise RecordError(f"malformed {what} entry: {type(exc).__name__}: {_shown(str(exc))}") from None
-    _check(is_valid_id(job_id), f"job id {_shown(job_id)} is not 1-64 of [A-Za-z0-9._-]")
+        raise RecordError(f"malformed {what} entry: {type(exc).__name__}: {clip(str(exc))}") from None
+    _check(is_valid_id(job_id), f"job id {clip(job_id)} is not 1-64 of [A-Za-z0-9._-]")
     _check(request_id == "" or is_valid_id(request_id), "request id is not 1-64 of [A-Za-z0-9._-]")
     _check(1 <= top_k <= MAX_TOP_K, f"top_k {top_k} outside 1..{MAX_TOP_K}")
     _check(math.isfinite(deadline) and math.isfinite(enqueued_at), "deadline or enqueue time not finite")
@@ -324,7 +323,7 @@ class Result:
         if not success:
             status, error = body.get("status"), body.get("error")
             _check(isinstance(status, int) and not isinstance(status, bool) and status in RESULT_STATUSES,
-                   f"error status {_shown(status)} not one of {sorted(RESULT_STATUSES)}")
+                   f"error status {clip(status)} not one of {sorted(RESULT_STATUSES)}")
             _check(isinstance(error, str) and len(error) <= MAX_TEXT * 4, "error message missing or too long")
             return cls(False, error=error, status=status, timing=timing)
         raw = body.get("predictions")
@@ -630,21 +629,21 @@ def dataclass_as_dict(value: Any) -> dict[str, Any]:
 
 
 def _validate_contract(c: ModelContract) -> None:
-    _check(is_valid_model_name(c.name), f"model name {_shown(c.name)} is not 1-64 of [A-Za-z0-9_.-]")
-    _check(is_valid_version(c.version), f"version {_shown(c.version)} is not a number of up to 9 digits")
+    _check(is_valid_model_name(c.name), f"model name {clip(c.name)} is not 1-64 of [A-Za-z0-9_.-]")
+    _check(is_valid_version(c.version), f"version {clip(c.version)} is not a number of up to 9 digits")
     for key, low, high in (("input_height", 1, MAX_SIDE), ("input_width", 1, MAX_SIDE), ("classes", 1, MAX_CLASSES),
                            ("pad_value", 0, 255), ("max_batch_size", 1, MAX_BATCH_SIZE), ("max_wait_ms", 0, 60_000)):
         value = getattr(c, key)
         _check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
-               f"{key} {_shown(value)} is not an integer in {low}..{high}")
-    _check(c.resize in RESIZE_POLICIES, f"resize {_shown(c.resize)} is not one of {', '.join(RESIZE_POLICIES)}")
+               f"{key} {clip(value)} is not an integer in {low}..{high}")
+    _check(c.resize in RESIZE_POLICIES, f"resize {clip(c.resize)} is not one of {', '.join(RESIZE_POLICIES)}")
     _check(c.interpolation in INTERPOLATIONS,
-           f"interpolation {_shown(c.interpolation)} is not one of {', '.join(INTERPOLATIONS)}")
+           f"interpolation {clip(c.interpolation)} is not one of {', '.join(INTERPOLATIONS)}")
     _check(c.normalization in NORMALIZATIONS,
-           f"normalization {_shown(c.normalization)} is not one of {', '.join(NORMALIZATIONS)}")
-    _check(c.channel_order in CHANNEL_ORDERS, f"channel_order {_shown(c.channel_order)} is not RGB or BGR")
+           f"normalization {clip(c.normalization)} is not one of {', '.join(NORMALIZATIONS)}")
+    _check(c.channel_order in CHANNEL_ORDERS, f"channel_order {clip(c.channel_order)} is not RGB or BGR")
     _check(_is_finite_number(c.crop_fraction) and 0.05 <= c.crop_fraction <= 1.0,
-           f"crop_fraction {_shown(c.crop_fraction)} is not a number in 0.05..1")
+           f"crop_fraction {clip(c.crop_fraction)} is not a number in 0.05..1")
     _check(all(_is_finite_number(v) for v in (*c.mean, *c.std)) and all(v != 0 for v in c.std),
            "mean and std must be finite numbers, std non-zero")
     _check(isinstance(c.precision, str) and len(c.precision) <= 32, "precision is not a short string")
@@ -819,12 +818,6 @@ def _check(condition: bool, message: str) -> None:
         raise RecordError(message)
 
 
-def _shown(value: Any) -> str:
-    """`value` as a message may show it: a forged record's text is cut to a few dozen characters."""
-    text = repr(value) if isinstance(value, (str, bytes, int, float, bool, type(None))) else type(value).__name__
-    return text if len(text) <= 40 else text[:40] + "..."
-
-
 def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -842,11 +835,11 @@ def _json_object(data: bytes, limit: int, what: str) -> dict[str, Any]:
 def _int(body: Mapping[str, Any], key: str, low: int, high: int, default: int | None = None) -> int:
     value = body.get(key, default)
     _check(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
-           f"{key} {_shown(value)} is not an integer in {low}..{high}")
+           f"{key} {clip(value)} is not an integer in {low}..{high}")
     return value
 
 
 def _float(body: Mapping[str, Any], key: str) -> float:
     value = body.get(key, 0.0)
-    _check(_is_finite_number(value), f"{key} {_shown(value)} is not a finite number")
+    _check(_is_finite_number(value), f"{key} {clip(value)} is not a finite number")
     return float(value)
