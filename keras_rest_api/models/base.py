@@ -59,7 +59,7 @@ class LoadedModel:
             raise ValueError(f"{self.name} expects rows of {count} feature values (N, {count}), received {rows.shape}.")
         if self.model is None:
             raise RuntimeError(f"{self.name} version {self.version} was unloaded; load it again to use it.")
-        return backends.predict_on_batch(self.model, self.preprocess(rows.astype(np.float64)))
+        return backends.predict_on_batch(self.model, self.preprocess(np.asarray(rows, dtype=np.float64)))
 
     def metadata(self) -> dict[str, Any]:
         """What the web tier needs to know about this model, published through Redis."""
